@@ -1,0 +1,127 @@
+"""Test helpers: small fake CIFAR-10 trees in the official file formats, and the real data if present."""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+
+CLASS_COUNT = 10
+TRAIN_FILES = 5
+
+
+def make_fake_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Learnable (N, 3, 32, 32) uint8 images: a class colour, a class stripe pattern, and noise.
+
+    Class c gets a base colour from a fixed palette plus horizontal stripes with period 2 + c % 5 (brighter
+    for c >= 5), so a tiny network separates the classes quickly, while the noise keeps images distinct.
+    """
+    palette = np.random.default_rng(1234).integers(40, 216, size=(CLASS_COUNT, 3))
+    rows = np.arange(32)
+    images = np.empty((len(labels), 3, 32, 32), dtype=np.int64)
+    for label in range(CLASS_COUNT):
+        chosen = labels == label
+        stripes = ((rows // (2 + label % 5)) % 2) * (30 if label >= 5 else -30)
+        base = palette[label][:, None, None] + stripes[None, :, None]
+        images[chosen] = base
+    images += rng.integers(-20, 21, size=images.shape)
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def _fake_split(n_per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    labels = rng.permutation(np.repeat(np.arange(CLASS_COUNT), n_per_class)).astype(np.int64)
+    return make_fake_images(labels, rng), labels
+
+
+def _write_bin(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    # Official record: 1 label byte, then 1024 R bytes, 1024 G bytes, 1024 B bytes (each plane row-major).
+    with open(path, "wb") as handle:
+        for image, label in zip(images, labels, strict=True):
+            handle.write(bytes([int(label)]))
+            for channel in image:
+                handle.write(channel.tobytes())
+
+
+def _write_pickle(path: Path, images: np.ndarray, labels: np.ndarray, batch_label: bytes) -> None:
+    # Official python layout: a dict with bytes keys (as loaded with encoding="bytes"), data (N, 3072) uint8.
+    batch = {
+        b"batch_label": batch_label,
+        b"labels": [int(label) for label in labels],
+        b"data": images.reshape(len(images), -1),
+        b"filenames": [f"fake_{index:05d}.png".encode() for index in range(len(images))],
+    }
+    with open(path, "wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+
+
+def write_fake_cifar10(
+    root: Path,
+    layout: Literal["bin", "py"],
+    n_per_class_train: int,
+    n_per_class_test: int,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write a small CIFAR-10 tree under ``root`` in the official ``bin`` or ``py`` layout.
+
+    Train images (``10 * n_per_class_train``, shuffled) are spread over data_batch_1..5 as evenly as
+    possible; the test file holds ``10 * n_per_class_test``. The same ``seed`` gives the same content in
+    either layout. Returns ``{"train": (images, labels), "test": (images, labels)}`` as numpy arrays,
+    images (N, 3, 32, 32) uint8 and labels (N,) int64.
+    """
+    rng = np.random.default_rng(seed)
+    content = {"train": _fake_split(n_per_class_train, rng), "test": _fake_split(n_per_class_test, rng)}
+    directory = Path(root) / ("cifar-10-batches-bin" if layout == "bin" else "cifar-10-batches-py")
+    directory.mkdir(parents=True, exist_ok=True)
+    train_images, train_labels = content["train"]
+    parts = np.array_split(np.arange(len(train_labels)), TRAIN_FILES)
+    files = [(f"data_batch_{k + 1}", train_images[part], train_labels[part]) for k, part in enumerate(parts)]
+    files.append(("test_batch", *content["test"]))
+    for name, images, labels in files:
+        if layout == "bin":
+            _write_bin(directory / f"{name}.bin", images, labels)
+        else:
+            _write_pickle(directory / name, images, labels, f"fake {name}".encode())
+    return content
+
+
+@pytest.fixture(scope="session")
+def fake_cifar_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root dir with a fake binary layout: 40 train and 10 test images per class (seed 0)."""
+    root = tmp_path_factory.mktemp("fake_cifar_bin")
+    write_fake_cifar10(root, "bin", n_per_class_train=40, n_per_class_test=10)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_cifar_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root dir with a fake python-pickle layout of the same content as ``fake_cifar_bin``."""
+    root = tmp_path_factory.mktemp("fake_cifar_py")
+    write_fake_cifar10(root, "py", n_per_class_train=40, n_per_class_test=10)
+    return root
+
+
+@functools.cache
+def _verified_real_root() -> tuple[Path | None, str]:
+    from seres.data import CIFAR10Error, find_cifar10
+
+    root = Path(os.environ.get("SERES_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
+    try:
+        found = find_cifar10(root, verify=True)
+    except CIFAR10Error as error:
+        return None, f"real CIFAR-10 under {root} failed verification ({error})"
+    if found is None:
+        return None, f"no real CIFAR-10 under {root}; run `make data` (or set SERES_DATA_DIR)"
+    return root, ""
+
+
+def real_cifar_root() -> Path:
+    """The repo's ``data/`` dir (or ``$SERES_DATA_DIR``) if it holds verified CIFAR-10, else skip the test."""
+    root, reason = _verified_real_root()
+    if root is None:
+        pytest.skip(reason)
+    return root

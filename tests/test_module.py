@@ -1,0 +1,100 @@
+"""The LightningModule under a real Trainer, and the learning-rate schedules it wires."""
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from seres.model import SEResNet
+from seres.module import ClassifierModule, cosine_schedule, step_schedule
+
+
+def tiny_module(**kwargs) -> ClassifierModule:
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    return ClassifierModule(net, partial(torch.optim.SGD, lr=0.05, momentum=0.9), **kwargs)
+
+
+def fixed_batches(n: int = 64, batch_size: int = 16) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 32, 32, generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def cpu_trainer(**kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def evaluate_loss(module: ClassifierModule, loader: DataLoader) -> float:
+    (results,) = cpu_trainer().validate(module, loader, verbose=False)
+    return results["val/loss"]
+
+
+def test_a_few_training_steps_lower_the_loss():
+    L.seed_everything(0)
+    module, loader = tiny_module(), fixed_batches()
+    before = evaluate_loss(module, loader)
+    cpu_trainer(max_epochs=15, gradient_clip_val=2.0).fit(module, loader)
+    assert evaluate_loss(module, loader) < before - 0.2
+
+
+def test_logged_keys_and_best_accuracy_tracking():
+    L.seed_everything(0)
+    module, loader = tiny_module(scheduler=partial(cosine_schedule)), fixed_batches()
+    trainer = cpu_trainer(max_epochs=3)
+    trainer.fit(module, loader, loader)
+    logged = trainer.callback_metrics
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(logged)
+    assert logged["val/acc_best"] >= logged["val/acc"]
+    (results,) = trainer.test(module, loader, verbose=False)
+    assert set(results) == {"test/loss", "test/acc"}
+    # Plain (micro) accuracy: a multiple of 1/64 on 64 samples.
+    assert (results["test/acc"] * 64) == pytest.approx(round(results["test/acc"] * 64), abs=1e-4)
+
+
+def test_label_smoothing_reaches_the_loss():
+    logits, target = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    plain, smoothed = tiny_module().criterion, tiny_module(label_smoothing=0.1).criterion
+    assert smoothed(logits, target) != plain(logits, target)
+
+
+def test_scheduler_is_stepped_every_batch_over_the_whole_run():
+    module, loader = tiny_module(scheduler=partial(cosine_schedule)), fixed_batches(n=64, batch_size=16)
+    trainer = cpu_trainer(max_epochs=2)
+    trainer.fit(module, loader)
+    # 8 steps of cosine decay end at (almost) zero: the schedule spans exactly the run.
+    final_lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert final_lr == pytest.approx(0.0, abs=1e-12)
+    assert trainer.lr_scheduler_configs[0].interval == "step"
+
+
+def lrs(schedule, steps: int) -> list[float]:
+    values = []
+    for _ in range(steps):
+        values.append(schedule.get_last_lr()[0])
+        schedule.optimizer.step()
+        schedule.step()
+    return values
+
+
+def sgd(lr: float = 1.0) -> torch.optim.SGD:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    values = lrs(
+        cosine_schedule(sgd(), steps_per_epoch=10, max_epochs=10, warmup_epochs=1, min_lr_ratio=0.1), 101
+    )
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[9:], values[10:], strict=False))
+    assert values[55] == pytest.approx(0.1 + 0.9 * 0.5, abs=0.01)
+    assert values[100] == pytest.approx(0.1)
+
+
+def test_step_schedule_drops_at_fractions_of_the_run():
+    values = lrs(step_schedule(sgd(), steps_per_epoch=5, max_epochs=10, milestones=[0.5, 0.8], gamma=0.1), 50)
+    assert values[24] == 1.0 and values[25] == pytest.approx(0.1)
+    assert values[39] == pytest.approx(0.1) and values[40] == pytest.approx(0.01)

@@ -1,0 +1,160 @@
+"""The real entry point end to end, in subprocesses: one process, DDP on 2 CPUs, a 2x2 multirun, real data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import real_cifar_root
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seres.data import build_eval_transform, load_cifar10
+from seres.model import SEResNet
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
+RUN_FILES = ["best.ckpt", "last.ckpt", "best_model.pth", "metrics.json", ".hydra/config.yaml"]
+
+
+def tiny_net() -> SEResNet:
+    return SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+
+
+def run_train(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    command = [sys.executable, "train.py", *overrides]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
+    return result
+
+
+def fake_data(root: Path) -> list[str]:
+    return [f"data.root={root}", "data.verify=false", "data.val_size=100", "data.batch_size=32"]
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    (event_dir,) = {p.parent for p in run_dir.glob("tensorboard/**/events.out.tfevents.*")}
+    events = EventAccumulator(str(event_dir), size_guidance={"tensors": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+@pytest.fixture(scope="module")
+def single_run(fake_cifar_bin, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("single") / "run"
+    run_train(*TINY, *fake_data(fake_cifar_bin), "trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_single_run_leaves_every_artefact(single_run):
+    for name in RUN_FILES:
+        assert (single_run / name).is_file(), name
+    metrics = json.loads((single_run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
+    assert 0.0 <= metrics["best_val_acc"] <= 1.0 and 0.0 <= metrics["test_acc"] <= 1.0
+    learnable = {name for name, _ in tiny_net().named_parameters()}
+    weights = torch.load(single_run / "best_model.pth", weights_only=True)
+    assert metrics["params"] == sum(weights[name].numel() for name in learnable)
+    assert metrics["fit_seconds"] > 0
+
+
+def test_event_files_hold_scalars_and_the_hparams_entry(single_run):
+    events = read_events(single_run)
+    scalars = set(events.Tags()["scalars"])
+    for tag in ["train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"]:
+        assert tag in scalars, tag
+    assert any(tag.startswith("lr") for tag in scalars), scalars
+    assert len(events.Scalars("val/acc")) == 3
+    # The hparams tab: an experiment summary naming the final metrics.
+    hparams = events.PluginTagToContent("hparams")
+    assert b"hparams/test_acc" in hparams["_hparams_/experiment"]
+    assert b"optimizer/lr" in hparams["_hparams_/session_start_info"]
+    assert events.Scalars("hparams/test_acc")[0].value == pytest.approx(
+        json.loads((single_run / "metrics.json").read_text())["test_acc"]
+    )
+
+
+def test_best_model_pth_reloads_without_lightning_and_gives_the_logged_test_accuracy(
+    single_run, fake_cifar_bin
+):
+    net = tiny_net()
+    net.load_state_dict(torch.load(single_run / "best_model.pth", weights_only=True))
+    images, labels = load_cifar10(fake_cifar_bin, verify=False)["test"]
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+    with torch.no_grad():
+        predictions = net.eval()(build_eval_transform(mean, std)(images)).argmax(dim=1)
+    accuracy = (predictions == labels).float().mean().item()
+    assert accuracy == pytest.approx(
+        json.loads((single_run / "metrics.json").read_text())["test_acc"], abs=1e-6
+    )
+
+
+def test_ddp_on_two_cpu_processes(fake_cifar_bin, tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = run_train(
+        *TINY,
+        *fake_data(fake_cifar_bin),
+        "model.layer4=true",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["test_acc"] is not None
+    # Rank 1 ran in the same run directory and wrote no run directory of its own.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+    # Every event file comes from one process (the file name ends in .<pid>.<n>): rank 0 logs alone.
+    writers = {p.name.split(".")[-2] for p in run_dir.glob("tensorboard/**/events.out.tfevents.*")}
+    assert len(writers) == 1, writers
+
+
+def test_multirun_two_by_two_gives_four_complete_jobs(fake_cifar_bin, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    run_train(
+        "-m",
+        *TINY,
+        *fake_data(fake_cifar_bin),
+        "trainer.max_epochs=1,2",
+        "optimizer.lr=0.05,0.1",
+        f"hydra.sweep.dir={sweep_dir}",
+        timeout=600,
+    )
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        for name in RUN_FILES:
+            assert (job / name).is_file(), f"{job}/{name}"
+        config = (job / ".hydra" / "overrides.yaml").read_text()
+        epochs = json.loads((job / "metrics.json").read_text())["epochs"]
+        lr = "0.05" if "optimizer.lr=0.05" in config else "0.1"
+        assert f"trainer.max_epochs={epochs}" in config
+        seen.add((epochs, lr))
+    assert seen == {(1, "0.05"), (1, "0.1"), (2, "0.05"), (2, "0.1")}
+
+
+def test_a_small_se_resnet_learns_real_cifar10(tmp_path):
+    run_dir = tmp_path / "real"
+    run_train(
+        f"data.root={real_cifar_root()}",
+        "model.widths=[16,32,64,128]",
+        "model.blocks=[1,1,1,1]",
+        "model.stem_width=16",
+        "data.batch_size=128",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=120",
+        "optimizer.lr=0.05",
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+        timeout=600,
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # Chance is 10%; 120 steps of an 80k-parameter SE-ResNet reach about 30% on the real validation split.
+    assert metrics["best_val_acc"] > 0.25, metrics
