@@ -13,26 +13,43 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seres.model import count_parameters
 from seres.module import ClassifierModule
+from seres.sweep import run_job
 
 log = logging.getLogger("seres")
 
 
-def build_module(cfg: DictConfig) -> ClassifierModule:
+def build_network(model_cfg: DictConfig) -> torch.nn.Module:
+    """The network from `model.*`; `model.channels_last` and `model.compile` say how it runs, not what."""
+    settings = OmegaConf.to_container(model_cfg, resolve=True)
+    compile_net, channels_last = settings.pop("compile", False), settings.pop("channels_last", False)
+    net = instantiate(settings)
+    if channels_last:
+        # NHWC lets cuDNN use its fastest mixed-precision convolution kernels.
+        net = net.to(memory_format=torch.channels_last)
+    return torch.compile(net) if compile_net else net
+
+
+def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
+    """The LightningModule for `cfg`; `lr` replaces optimizer.lr (e.g. scaled for several devices)."""
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    optimizer = instantiate(cfg.optimizer, **({} if lr is None else {"lr": lr}))
     return ClassifierModule(
-        net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
+        net=build_network(cfg.model),
+        optimizer=optimizer,
         scheduler=scheduler,
         label_smoothing=cfg.label_smoothing,
         num_classes=cfg.model.num_classes,
@@ -46,10 +63,34 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+def batch_and_lr_for(cfg: DictConfig, world_size: int) -> tuple[int, float]:
+    """Per-process batch size and learning rate for `world_size` processes (see `ddp.batch` in conf).
+
+    per_device: each process takes data.batch_size images, so the global batch grows with the world size,
+    and the learning rate grows with it (the linear scaling rule). global: data.batch_size is the global
+    batch, split evenly across the processes, and the learning rate is unchanged.
+    """
+    batch, lr, mode = cfg.data.batch_size, cfg.optimizer.lr, cfg.ddp.batch
+    if mode == "per_device":
+        return batch, lr * world_size
+    if mode != "global":
+        raise ValueError(f"ddp.batch={mode!r} is not one of per_device|global; e.g. ddp.batch=per_device")
+    if batch % world_size:
+        raise ValueError(
+            f"data.batch_size={batch} cannot be split evenly over {world_size} processes with "
+            f"ddp.batch=global; use a multiple of {world_size}, e.g. "
+            f"data.batch_size={batch - batch % world_size or world_size}"
+        )
+    return batch // world_size, lr
+
+
 def save_network_weights(checkpoint_path: str, destination: Path) -> None:
     """Write the network's plain state_dict from a Lightning checkpoint, atomically."""
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
-    weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    # A compiled network nests the original under `_orig_mod.`; the plain model has no such prefix.
+    weights = {
+        k.removeprefix("net.").removeprefix("_orig_mod."): v for k, v in state.items() if k.startswith("net.")
+    }
     temporary = destination.with_suffix(".tmp")
     torch.save(weights, temporary)
     os.replace(temporary, destination)
@@ -76,18 +117,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint, and write the run's artefacts. Returns the metrics (all ranks)."""
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    module = build_module(cfg)
     trainer = build_trainer(cfg)
+    batch_size, lr = batch_and_lr_for(cfg, trainer.world_size)
+    datamodule = instantiate(cfg.data, batch_size=batch_size, _convert_="all")
+    module = build_module(cfg, lr=lr)
 
+    last = run_dir / "last.ckpt"
+    resume_from = str(last) if cfg.resume and last.is_file() else None
+    if resume_from:
+        log.info(f"resuming from {last}")
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - started
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_score = checkpoint.best_model_score if checkpoint else None
     metrics: dict[str, Any] = {
+        "status": "completed",
         "best_val_acc": float(best_score) if best_score is not None else None,
         "test_acc": None,
         "test_loss": None,
@@ -96,6 +143,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 2),
         "best_checkpoint": Path(best_path).name if best_path else None,
         "seed": cfg.seed,
+        "world_size": trainer.world_size,
+        "global_batch_size": batch_size * trainer.world_size,
+        "lr": lr,
     }
     if cfg.test:
         # The best checkpoint by validation accuracy, never the last epoch's weights by default.
@@ -123,9 +173,28 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
     )
 
 
+def require_shared_run_dir(overrides: Sequence[str]) -> None:
+    """Processes started by torchrun or srun must agree on one run directory; the clock may not."""
+    external = int(
+        os.environ.get("TORCHELASTIC_RUN_ID") is not None or int(os.environ.get("SLURM_NTASKS", 1)) > 1
+    )
+    if external and not any(item.startswith("hydra.run.dir=") for item in overrides):
+        raise ValueError(
+            "started by torchrun or SLURM with several processes, but without hydra.run.dir: each process "
+            "would pick its own time-stamped directory. Add e.g. hydra.run.dir=outputs/my_run"
+        )
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # Each sweep job is a complete single run in a child process (see seres/sweep.py).
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        metrics = run_job(Path(__file__).resolve(), list(hydra_cfg.overrides.task), job_dir)
+    else:
+        require_shared_run_dir(list(hydra_cfg.overrides.hydra))
+        metrics = train(cfg)
     # Hydra sweepers (e.g. Optuna) optimise the returned value.
     return metrics["best_val_acc"]
 

@@ -689,6 +689,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         pipeline: str = "cpu",
         eval_batch_size: int | None = None,
         seed: int = 0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -710,6 +711,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         )
         # Seeds the GPU pipeline's epoch permutations (the CPU DataLoader draws from the global RNG).
         self.seed = seed
+        self.channels_last = channels_last
         self._loaded = False
 
     def prepare_data(self) -> None:
@@ -765,6 +767,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
             seed=self.seed,
             rank=self.trainer.global_rank,
             world_size=self.trainer.world_size,
+            channels_last=self.channels_last,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -55,12 +55,18 @@ def step_schedule(
     return LambdaLR(optimizer, factor)
 
 
+def flip_averaged_logits(net: nn.Module, x: Tensor) -> Tensor:
+    """Test-time augmentation: the mean of the logits for the (N, 3, H, W) images and their mirror images."""
+    return (net(x) + net(x.flip(-1))) / 2
+
+
 class ClassifierModule(L.LightningModule):
     """Trains `net` with cross-entropy; logs loss and accuracy per stage under `train/`, `val/`, `test/`.
 
     `optimizer` is called with the parameters, `scheduler` (optional) with the optimizer and the run's
     length; both come from Hydra as partials (`_partial_: true`). `config` is the run's resolved config,
-    kept in the checkpoint so a checkpoint alone says how it was made.
+    kept in the checkpoint so a checkpoint alone says how it was made. `tta=True` evaluates (val and test)
+    on the mean logits of each image and its horizontal mirror.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
         num_classes: int = 10,
         config: dict[str, Any] | None = None,
+        tta: bool = False,
     ) -> None:
         super().__init__()
         # Partials and the network are rebuilt from `config`, so only plain values go into the checkpoint.
@@ -84,29 +91,39 @@ class ClassifierModule(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric())
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=num_classes, average="micro"))
         self.val_acc_best = MaxMetric()
+        self.tta = tta
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
-        logits = self(x)
+        # Training always sees the augmented image alone; only evaluation averages over the mirror image.
+        logits = flip_averaged_logits(self.net, x) if self.tta and stage != "train" else self(x)
         loss = self.criterion(logits, y)
         loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         loss_metric.update(loss.detach(), weight=y.numel())
         acc_metric.update(logits.detach(), y)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage != "test")
         self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")[0]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        # The logits reach callbacks' on_test_batch_end (seres.callbacks.TestFigures).
+        return {"logits": self._shared_step(batch, "test")[1].detach()}
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning calls set_epoch only on a DataLoader's sampler; the GPU pipeline has none, and without
+        # this a resumed run would replay epoch 0's order.
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(self.current_epoch)
 
     def on_train_start(self) -> None:
         # The sanity check's few validation batches must not count towards the best accuracy.

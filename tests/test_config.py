@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from seres.model import count_parameters
-from train import build_module, build_trainer
+from train import build_module, build_network, build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -48,13 +48,13 @@ def test_seed_paper_experiment_composes_to_the_papers_values():
     # Clean protocol: selection on the held-out validation split, the test set only at the end.
     assert cfg.data.val_size == 5000
     assert cfg.callbacks.best_checkpoint.monitor == "val/acc"
-    assert count_parameters(instantiate(cfg.model)) == 4_398_890
+    assert count_parameters(build_network(cfg.model)) == 4_398_890
 
 
 @pytest.mark.parametrize("option", group_options("model"))
 def test_model_options_build(option):
     cfg = compose_train(f"model={option}")
-    assert instantiate(cfg.model)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert build_network(cfg.model)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("option", group_options("data/aug"))
@@ -104,7 +104,7 @@ def test_logger_options_build(option, tmp_path):
 def test_named_recipes_and_debug_presets_compose(option):
     group = "experiment" if (CONF / "experiment" / f"{option}.yaml").exists() else "debug"
     cfg = compose_train(f"{group}={option}")
-    assert instantiate(cfg.model)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert build_network(cfg.model)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_unknown_option_names_the_choices():

@@ -1,0 +1,382 @@
+"""Device-resident training data: the uint8 train set lives on the accelerator and is augmented there.
+
+The whole training set is copied to the device once. Every epoch is a device-side gather along a seeded
+permutation followed by batched augmentation written as plain tensor ops, so the per-batch loop has no
+per-sample Python, no worker processes, no host-device copies and no host syncs.
+
+Augmentation order and semantics follow the CPU reference
+``RandomCrop(32, padding) -> RandomHorizontalFlip -> RandomRotation -> RandomAffine(translate) -> ColorJitter
+-> ToDtype(float32, scale=True) -> Normalize`` followed by cutout in normalised space. Documented deviations:
+
+* Colour jitter uses the fixed order brightness -> contrast -> saturation, where torchvision draws a random
+  order. The three ops commute exactly up to the [0, 1] clamps (brightness scales the grey level and the mean
+  alike; contrast keeps the grey mean), so only clipped pixels can differ.
+* Colour jitter runs on float32 in [0, 1]; torchvision applied to uint8 rounds each step down to an integer,
+  which biases its outputs by up to -1/255.
+* Rotation and translation are one ``affine_grid``/``grid_sample`` with ``nearest`` interpolation and zero
+  fill by default, which is what RandomRotation and RandomAffine do by default; ``bilinear`` is available.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), used by its contrast and saturation ops.
+GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
+
+ChannelStats = Sequence[float] | Tensor
+
+# A grid_sample coordinate beyond the image even for bilinear's neighbours, so it samples the zero fill.
+_FAR_OUTSIDE = 4.0
+
+
+class AugmentationLike(Protocol):
+    """The fields of ``seres.data.Augmentation`` that this module reads (any object with them works)."""
+
+    crop_padding: int  # px of zero padding around the image before a same-size random crop; 0 off
+    flip: bool  # horizontal flip with probability 0.5
+    rotation: float  # max abs rotation in degrees
+    translate: float  # max abs shift in each axis, as a fraction of the image size
+    brightness: float  # ColorJitter semantics: factor uniform in [max(0, 1 - v), 1 + v]
+    contrast: float
+    saturation: float
+    cutout: int  # side in px of a square zeroed in normalised space; 0 off
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 (..., H, W) in [0, 255] -> float32 in [0, 1], computed as ``ToDtype(float32, scale=True)`` does.
+
+    Floating-point input is taken to be in [0, 1] already and is returned unchanged.
+    """
+    if images.is_floating_point():
+        return images
+    return images.to(torch.float32).mul_(1.0 / 255)
+
+
+def normalize(images: Tensor, mean: ChannelStats, std: ChannelStats) -> Tensor:
+    """(B, C, H, W) uint8 or unit float -> float32 ``(x - mean) / std``, bit-identical to ToDtype + Normalize.
+
+    Pass ``mean``/``std`` as tensors already on the images' device inside a training loop: a Python sequence
+    costs a small host-to-device copy on every call.
+    """
+    x = to_unit_float(images)
+    return x.sub(_channel_column(mean, x)).div_(_channel_column(std, x))
+
+
+def augment_batch(
+    images: Tensor,
+    aug: AugmentationLike,
+    generator: torch.Generator | None = None,
+    *,
+    mean: ChannelStats | None = None,
+    std: ChannelStats | None = None,
+    interpolation: str = "nearest",
+) -> Tensor:
+    """Randomly augment a batch on its own device; every disabled step is skipped entirely.
+
+    Args:
+        images: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1].
+        aug: the augmentation settings (see ``AugmentationLike``).
+        generator: a torch.Generator on the images' device, or None for the global RNG.
+        mean, std: per-channel statistics in [0, 1] units, both or neither. Given, the result is normalised
+            (and cutout zeroes in normalised space); omitted, the result stays in [0, 1].
+        interpolation: ``"nearest"`` (torchvision's default) or ``"bilinear"`` for rotation/translation.
+
+    Returns:
+        (B, 3, H, W) float32; may be ``images`` itself when it is float and nothing is enabled.
+    """
+    if (mean is None) != (std is None):
+        raise ValueError("pass both mean and std, or neither")
+    x = images
+    if aug.crop_padding > 0:
+        x = random_crop_flip(x, aug.crop_padding, aug.flip, generator)
+    elif aug.flip:
+        x = random_flip(x, generator)
+    x = to_unit_float(x)
+    if aug.rotation > 0 or aug.translate > 0:
+        x = random_rotate_translate(x, aug.rotation, aug.translate, generator, interpolation)
+    if aug.brightness > 0:
+        x = adjust_brightness(x, _jitter_factors(x, aug.brightness, generator))
+    if aug.contrast > 0:
+        x = adjust_contrast(x, _jitter_factors(x, aug.contrast, generator))
+    if aug.saturation > 0:
+        x = adjust_saturation(x, _jitter_factors(x, aug.saturation, generator))
+    if mean is not None and std is not None:
+        x = normalize(x, mean, std)
+    if aug.cutout > 0:
+        x = random_cutout(x, aug.cutout, generator)
+    return x
+
+
+def random_crop_flip(images: Tensor, padding: int, flip: bool, generator: torch.Generator | None) -> Tensor:
+    """Zero-padded random crop back to (H, W) (torchvision ``RandomCrop(size, padding)``), then optional flip.
+
+    Each image gets its own offsets, uniform in [0, 2 * padding] per axis. The crop and the flip are one
+    gather: the flip only reverses the column indices. (B, C, H, W) of any dtype -> same shape and dtype.
+    """
+    batch, channels, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))  # zeros, RandomCrop's default fill
+    rows = _random_ints(batch, 2 * padding + 1, images, generator)[:, None] + _arange(height, images)
+    cols_in_crop = _arange(width, images).expand(batch, width)
+    if flip:
+        # Reversing the column order inside the crop flips it without a second pass over the pixels.
+        flipped = _coin_flips(batch, images, generator)[:, None]
+        cols_in_crop = torch.where(flipped, cols_in_crop.flip(1), cols_in_crop)
+    cols = _random_ints(batch, 2 * padding + 1, images, generator)[:, None] + cols_in_crop
+    flat_index = rows[:, :, None] * (width + 2 * padding) + cols[:, None, :]  # (B, H, W) in the padded plane
+    flat_index = flat_index.view(batch, 1, height * width).expand(batch, channels, height * width)
+    return padded.flatten(2).gather(2, flat_index).view(batch, channels, height, width)
+
+
+def random_flip(images: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Mirror each image left-right with probability 0.5. (B, C, H, W) any dtype -> same."""
+    flipped = _coin_flips(images.shape[0], images, generator).view(-1, 1, 1, 1)
+    return torch.where(flipped, images.flip(3), images)
+
+
+def random_rotate_translate(
+    images: Tensor,
+    max_degrees: float,
+    max_translate: float,
+    generator: torch.Generator | None,
+    interpolation: str = "nearest",
+) -> Tensor:
+    """RandomRotation(max_degrees) then RandomAffine(degrees=0, translate=(max_translate, max_translate)).
+
+    Angles are uniform in [-max_degrees, max_degrees]; shifts uniform in +-max_translate * size px and, as in
+    torchvision, rounded to whole pixels. (B, C, H, W) float -> same, zeros where the source is outside.
+    """
+    batch, _, height, width = images.shape
+    degrees = _uniform(batch, -max_degrees, max_degrees, images, generator)
+    shift_x = _uniform(batch, -max_translate * width, max_translate * width, images, generator).round_()
+    shift_y = _uniform(batch, -max_translate * height, max_translate * height, images, generator).round_()
+    return rotate_translate(images, degrees, shift_x, shift_y, interpolation)
+
+
+def rotate_translate(
+    images: Tensor, degrees: Tensor, shift_x: Tensor, shift_y: Tensor, interpolation: str = "nearest"
+) -> Tensor:
+    """Rotate each image about its centre, then shift it, in a single resampling with zero fill.
+
+    Same result as torchvision ``rotate(img, degrees)`` followed by ``affine(translate=(shift_x, shift_y))``
+    for whole-pixel shifts: positive degrees turn the picture counter-clockwise, positive shifts move it
+    right / down, and the strip the shift uncovers is zero even where the rotation had moved content.
+
+    Args:
+        images: (B, C, H, W) float.
+        degrees, shift_x, shift_y: (B,) float, in degrees and pixels.
+    """
+    height, width = images.shape[-2:]
+    radians = degrees * (math.pi / 180)
+    cos, sin = radians.view(-1, 1, 1).cos(), radians.view(-1, 1, 1).sin()
+    # Coordinates are grid_sample's: [-1, 1] across the image, pixel centres at (2 i + 1) / size - 1
+    # (align_corners=False, as torchvision). Output pixel p shows the rotated image at q = p - t.
+    qx = _pixel_centres(width, images)[None, None, :] - (shift_x * (2 / width)).view(-1, 1, 1)  # (B, 1, W)
+    qy = _pixel_centres(height, images)[None, :, None] - (shift_y * (2 / height)).view(-1, 1, 1)  # (B, H, 1)
+    # The rotated image at q is the input at R^-1 q; with y pointing down, a visual counter-clockwise turn
+    # has R^-1 = [[cos, -sin], [sin, cos]] in pixel units, rescaled here for non-square images.
+    source_x = cos * qx - sin * (height / width) * qy
+    source_y = sin * (width / height) * qx + cos * qy
+    # torchvision crops the rotated image before shifting it: where q left the frame the output is fill.
+    outside = (qx.abs() > 1) | (qy.abs() > 1)
+    grid = torch.stack((source_x, source_y), dim=-1).masked_fill(outside.unsqueeze(-1), _FAR_OUTSIDE)
+    return F.grid_sample(images, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
+
+
+def adjust_brightness(images: Tensor, factors: Tensor) -> Tensor:
+    """torchvision brightness: ``clamp(x * f, 0, 1)``. images (B, C, H, W) in [0, 1]; factors (B, 1, 1, 1)."""
+    return images.mul(factors).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(images: Tensor, factors: Tensor) -> Tensor:
+    """torchvision contrast: blend with the image's mean grey level. (B, 3, H, W) in [0, 1]; (B, 1, 1, 1)."""
+    grey_mean = _grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
+    return torch.lerp(grey_mean, images, factors).clamp_(0.0, 1.0)
+
+
+def adjust_saturation(images: Tensor, factors: Tensor) -> Tensor:
+    """torchvision saturation: blend with the grey image. (B, 3, H, W) in [0, 1]; factors (B, 1, 1, 1)."""
+    return torch.lerp(_grayscale(images), images, factors).clamp_(0.0, 1.0)
+
+
+def random_cutout(images: Tensor, size: int, generator: torch.Generator | None) -> Tensor:
+    """Zero one size x size square per image (DeVries & Taylor 2017), as ``seres.data.Cutout`` does.
+
+    The centre is uniform over the pixels and the square is clipped at the border, so squares near an edge
+    are smaller. (B, C, H, W) float -> same.
+    """
+    batch, _, height, width = images.shape
+    top = _random_ints(batch, height, images, generator) - size // 2
+    left = _random_ints(batch, width, images, generator) - size // 2
+    in_rows = _within(_arange(height, images), top, size)  # (B, H)
+    in_cols = _within(_arange(width, images), left, size)  # (B, W)
+    return images.masked_fill((in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1), 0.0)
+
+
+class GPUTrainLoader:
+    """Device-resident, per-epoch shuffled and augmented training batches; usable as ``train_dataloader()``.
+
+    Epoch ``e`` uses a permutation that depends only on ``(seed, e)``, drawn on the CPU with a seeded
+    torch.Generator so that every rank draws the same one. It is truncated to a multiple of ``world_size`` and
+    rank ``r`` takes every ``world_size``-th index starting at ``r``: ranks are disjoint, equally long, and
+    together cover the set exactly once apart from the ``N % world_size`` indices the truncation dropped.
+    Augmentation randomness depends on ``(seed, epoch, rank)``.
+
+    Without ``set_epoch``, each iteration uses the epoch after the previous one, starting at 0. The epoch is
+    claimed on the first ``next()``, so an iterator created and never advanced (Lightning's iterability probe)
+    consumes nothing, and ``set_epoch`` called after ``iter()`` but before the first batch still applies.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        aug: AugmentationLike,
+        mean: ChannelStats,
+        std: ChannelStats,
+        device: torch.device | str,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        channels_last: bool = False,
+        interpolation: str = "nearest",
+    ) -> None:
+        """images: (N, 3, H, W) uint8; labels: (N,) integer; mean/std: per-channel, in [0, 1] units."""
+        _check_dataset(images, labels)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)  # the only host-to-device copy of pixels
+        self.labels = labels.to(self.device, torch.int64)
+        # Statistics live on the device so that per-batch normalisation copies nothing from the host.
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).to(self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32).to(self.device)
+        self.batch_size = batch_size
+        self.aug = aug
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.channels_last = channels_last
+        self.interpolation = interpolation
+        self.samples_per_rank = len(images) // world_size
+        self._next_epoch = 0
+        self._aug_generator = torch.Generator(device=self.device)
+        if len(self) == 0:
+            raise ValueError(f"{self.samples_per_rank} samples per rank give no batch of {batch_size}")
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (the same on every rank)."""
+        if self.drop_last:
+            return self.samples_per_rank // self.batch_size
+        return math.ceil(self.samples_per_rank / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration run epoch ``epoch``; later iterations continue from there."""
+        self._next_epoch = epoch
+
+    def rank_indices(self, epoch: int) -> Tensor:
+        """(samples_per_rank,) int64 CPU indices of this rank's share of epoch ``epoch``, in batch order."""
+        generator = torch.Generator().manual_seed(_derive_seed(self.seed, epoch))
+        permutation = torch.randperm(len(self.images), generator=generator)
+        return permutation[self.rank : self.samples_per_rank * self.world_size : self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (x, y): x (B, 3, H, W) float32 normalised, y (B,) int64, both on ``device``."""
+        epoch = self._next_epoch
+        self._next_epoch += 1
+        indices = _copy_without_host_wait(self.rank_indices(epoch), self.device)
+        self._aug_generator.manual_seed(_derive_seed(self.seed, epoch, self.rank))
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            batch_indices = indices[start : start + self.batch_size]
+            yield self._augmented(self.images[batch_indices]), self.labels[batch_indices]
+
+    def _augmented(self, images: Tensor) -> Tensor:
+        x = augment_batch(
+            images,
+            self.aug,
+            self._aug_generator,
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+        )
+        if self.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _check_dataset(images: Tensor, labels: Tensor) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be ({len(images)},), got {tuple(labels.shape)}")
+
+
+def _copy_without_host_wait(tensor: Tensor, device: torch.device) -> Tensor:
+    """Host -> device copy. On CUDA, a pageable source makes the host wait for the copy (a sync at every
+    epoch start); a pinned source copies asynchronously and the caching host allocator keeps it alive."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, hashed so that nearby inputs give unrelated random streams."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _channel_column(values: ChannelStats, like: Tensor) -> Tensor:
+    """Per-channel values as a (C, 1, 1) tensor matching ``like``; no copy when already a matching tensor."""
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(-1, 1, 1)
+
+
+def _grayscale(images: Tensor) -> Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) luma with torchvision's weights."""
+    red, green, blue = images.unbind(dim=1)
+    weight_r, weight_g, weight_b = GRAYSCALE_WEIGHTS
+    return (red * weight_r + green * weight_g + blue * weight_b).unsqueeze(1)
+
+
+def _jitter_factors(like: Tensor, strength: float, generator: torch.Generator | None) -> Tensor:
+    """(B, 1, 1, 1) ColorJitter factors, uniform in [max(0, 1 - strength), 1 + strength]."""
+    factors = _uniform(like.shape[0], max(0.0, 1.0 - strength), 1.0 + strength, like, generator)
+    return factors.view(-1, 1, 1, 1)
+
+
+def _within(positions: Tensor, starts: Tensor, size: int) -> Tensor:
+    """(B, L) bool: positions (L,) inside [starts, starts + size) for each of the (B,) starts."""
+    return (positions >= starts[:, None]) & (positions < starts[:, None] + size)
+
+
+def _uniform(count: int, low: float, high: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """(count,) float32 uniform in [low, high) on ``like``'s device."""
+    return torch.rand(count, generator=generator, device=like.device).mul_(high - low).add_(low)
+
+
+def _random_ints(count: int, high: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """(count,) int64 uniform in [0, high) on ``like``'s device."""
+    return torch.randint(0, high, (count,), generator=generator, device=like.device)
+
+
+def _coin_flips(count: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """(count,) bool, each True with probability 0.5."""
+    return torch.rand(count, generator=generator, device=like.device) < 0.5
+
+
+def _pixel_centres(count: int, like: Tensor) -> Tensor:
+    """(count,) float32 pixel-centre coordinates in grid_sample's align_corners=False [-1, 1] convention."""
+    return (torch.arange(count, device=like.device, dtype=torch.float32) * 2 + 1) / count - 1
+
+
+def _arange(count: int, like: Tensor) -> Tensor:
+    return torch.arange(count, device=like.device)

@@ -1,0 +1,151 @@
+"""Hydra multirun jobs as complete, resumable runs, and the summary written at the end of a sweep.
+
+Each job of a sweep runs `train.py` again as a single run in its own job directory, in a child process.
+Inside that child, Lightning's DDP launcher works exactly as for a plain run (its re-launched ranks see no
+`-m` and no sweep), a crash stays inside its job, and a rerun of the same sweep finds each job's files.
+"""
+
+import csv
+import json
+import logging
+import math
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("seres")
+
+SUMMARY_COLUMNS = ["job", "status", "best_val_acc", "test_acc", "epochs", "fit_seconds"]
+
+
+def read_metrics(job_dir: Path) -> dict[str, Any] | None:
+    path = job_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, Any]:
+    """Run one sweep job as `python script overrides...` in `job_dir`, unless it already finished.
+
+    A job whose metrics.json says "completed" is skipped; an interrupted one resumes from its last.ckpt
+    (`resume=true`). A job that fails gets a metrics.json with status "failed" and its exit code.
+    """
+    finished = read_metrics(job_dir)
+    if finished and finished.get("status") == "completed":
+        log.info(f"job {job_dir.name} already completed, skipping it: {' '.join(overrides)}")
+        return finished
+    command = [
+        sys.executable,
+        str(script),
+        *overrides,
+        f"hydra.run.dir={job_dir}",
+        # The sweep already wrote this job's .hydra/ directory.
+        "hydra.output_subdir=null",
+        "resume=true",
+    ]
+    returncode = subprocess.run(command, cwd=Path.cwd()).returncode
+    metrics = read_metrics(job_dir)
+    if returncode == 0 and metrics is not None:
+        return metrics
+    failed = {"status": "failed", "returncode": returncode, "best_val_acc": None, "test_acc": None}
+    (job_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
+    log.error(f"job {job_dir.name} failed with exit code {returncode}: {' '.join(overrides)}")
+    return failed
+
+
+def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job directory of a sweep: its overrides (key -> value) and its metrics."""
+    rows = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        overrides = dict(item.split("=", 1) for item in OmegaConf.load(overrides_file) if "=" in item)
+        metrics = read_metrics(job_dir) or {"status": "missing"}
+        rows.append({"job": job_dir.name, "overrides": overrides, **metrics})
+    return sorted(rows, key=lambda row: int(row["job"]) if row["job"].isdigit() else math.inf)
+
+
+def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Override keys whose value differs between jobs, in the order they were first given."""
+    keys: dict[str, set[str]] = {}
+    for row in rows:
+        for key, value in row["overrides"].items():
+            keys.setdefault(key, set()).add(value)
+    return [key for key, values in keys.items() if len(values) > 1]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Write summary.csv, summary.md and summary.png (swept values vs accuracy) at the sweep root."""
+    rows = collect_jobs(sweep_dir)
+    keys = swept_keys(rows)
+    table = [[row["job"], *(row["overrides"].get(k, "") for k in keys)] for row in rows]
+    table = [
+        line + [_cell(row.get(c)) for c in SUMMARY_COLUMNS[1:]] for line, row in zip(table, rows, strict=True)
+    ]
+    header = ["job", *keys, *SUMMARY_COLUMNS[1:]]
+    with open(sweep_dir / "summary.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(table)
+    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    markdown += ["| " + " | ".join(line) + " |" for line in table]
+    (sweep_dir / "summary.md").write_text(f"# Sweep {sweep_dir}\n\n" + "\n".join(markdown) + "\n")
+    if keys:
+        plot_summary(rows, keys, sweep_dir / "summary.png")
+    return rows
+
+
+def _as_number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def plot_summary(rows: list[dict[str, Any]], keys: list[str], destination: Path) -> None:
+    """One panel per swept key: best validation accuracy of each completed job against that key's value."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    done = [row for row in rows if row.get("status") == "completed" and row.get("best_val_acc") is not None]
+    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
+        values = [row["overrides"].get(key, "") for row in done]
+        numeric = all(_as_number(v) is not None for v in values)
+        positions = [_as_number(v) for v in values] if numeric else values
+        axis.scatter(positions, [100 * row["best_val_acc"] for row in done])
+        axis.set_xlabel(key)
+        axis.set_ylabel("best val acc (%)")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(destination, dpi=100)
+    plt.close(figure)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, summarise its jobs at the sweep root; fail if any job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_summary(sweep_dir)
+        failed = [row["job"] for row in rows if row.get("status") != "completed"]
+        log.info(
+            f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)}/{len(rows)} completed)"
+        )
+        if failed:
+            raise RuntimeError(
+                f"{len(failed)} of {len(rows)} jobs did not complete (jobs {', '.join(failed)}); see "
+                f"{sweep_dir / 'summary.md'}. Rerun the same command with hydra.sweep.dir={sweep_dir} to "
+                f"retry them: finished jobs are skipped."
+            )
