@@ -113,8 +113,11 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
         logger.save()
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the best checkpoint, and write the run's artefacts. Returns the metrics (all ranks)."""
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Fit, test the best checkpoint, and write the run's artefacts. Returns the metrics (all ranks).
+
+    `overrides` (the command line's) are recorded in metrics.json so a sweep can recognise a finished job.
+    """
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg)
@@ -146,6 +149,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "global_batch_size": batch_size * trainer.world_size,
         "lr": lr,
+        "overrides": [item for item in overrides if not item.startswith("resume=")],
     }
     if cfg.test:
         # The best checkpoint by validation accuracy, never the last epoch's weights by default.
@@ -194,7 +198,7 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run_job(Path(__file__).resolve(), list(hydra_cfg.overrides.task), job_dir)
     else:
         require_shared_run_dir(list(hydra_cfg.overrides.hydra))
-        metrics = train(cfg)
+        metrics = train(cfg, list(hydra_cfg.overrides.task))
     # Hydra sweepers (e.g. Optuna) optimise the returned value.
     return metrics["best_val_acc"]
 

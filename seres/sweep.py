@@ -31,11 +31,13 @@ def read_metrics(job_dir: Path) -> dict[str, Any] | None:
 def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, Any]:
     """Run one sweep job as `python script overrides...` in `job_dir`, unless it already finished.
 
-    A job whose metrics.json says "completed" is skipped; an interrupted one resumes from its last.ckpt
-    (`resume=true`). A job that fails gets a metrics.json with status "failed" and its exit code.
+    A job whose metrics.json says "completed" with the same overrides is skipped; an interrupted one
+    resumes from its last.ckpt (`resume=true`). A job that fails gets a metrics.json with status "failed"
+    and its exit code.
     """
-    finished = read_metrics(job_dir)
-    if finished and finished.get("status") == "completed":
+    finished = read_metrics(job_dir) or {}
+    same_job = finished.get("overrides") == [item for item in overrides if not item.startswith("resume=")]
+    if finished.get("status") == "completed" and same_job:
         log.info(f"job {job_dir.name} already completed, skipping it: {' '.join(overrides)}")
         return finished
     command = [
@@ -58,13 +60,13 @@ def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, 
 
 
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory of a sweep: its overrides (key -> value) and its metrics."""
+    """One row per job directory of a sweep: its metrics and its overrides as `settings` (key -> value)."""
     rows = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
-        overrides = dict(item.split("=", 1) for item in OmegaConf.load(overrides_file) if "=" in item)
+        settings = dict(item.split("=", 1) for item in OmegaConf.load(overrides_file) if "=" in item)
         metrics = read_metrics(job_dir) or {"status": "missing"}
-        rows.append({"job": job_dir.name, "overrides": overrides, **metrics})
+        rows.append({**metrics, "job": job_dir.name, "settings": settings})
     return sorted(rows, key=lambda row: int(row["job"]) if row["job"].isdigit() else math.inf)
 
 
@@ -72,7 +74,7 @@ def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
     """Override keys whose value differs between jobs, in the order they were first given."""
     keys: dict[str, set[str]] = {}
     for row in rows:
-        for key, value in row["overrides"].items():
+        for key, value in row["settings"].items():
             keys.setdefault(key, set()).add(value)
     return [key for key, values in keys.items() if len(values) > 1]
 
@@ -87,7 +89,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     """Write summary.csv, summary.md and summary.png (swept values vs accuracy) at the sweep root."""
     rows = collect_jobs(sweep_dir)
     keys = swept_keys(rows)
-    table = [[row["job"], *(row["overrides"].get(k, "") for k in keys)] for row in rows]
+    table = [[row["job"], *(row["settings"].get(k, "") for k in keys)] for row in rows]
     table = [
         line + [_cell(row.get(c)) for c in SUMMARY_COLUMNS[1:]] for line, row in zip(table, rows, strict=True)
     ]
@@ -121,7 +123,7 @@ def plot_summary(rows: list[dict[str, Any]], keys: list[str], destination: Path)
     done = [row for row in rows if row.get("status") == "completed" and row.get("best_val_acc") is not None]
     figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
     for axis, key in zip(axes[0], keys, strict=True):
-        values = [row["overrides"].get(key, "") for row in done]
+        values = [row["settings"].get(key, "") for row in done]
         numeric = all(_as_number(v) is not None for v in values)
         positions = [_as_number(v) for v in values] if numeric else values
         axis.scatter(positions, [100 * row["best_val_acc"] for row in done])
@@ -134,7 +136,7 @@ def plot_summary(rows: list[dict[str, Any]], keys: list[str], destination: Path)
 
 
 class SweepSummary(Callback):
-    """Hydra callback: after a multirun, summarise its jobs at the sweep root; fail if any job failed."""
+    """Hydra callback: after a multirun, summarise its jobs at the sweep root; exit 1 if any job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -144,8 +146,10 @@ class SweepSummary(Callback):
             f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)}/{len(rows)} completed)"
         )
         if failed:
-            raise RuntimeError(
+            log.error(
                 f"{len(failed)} of {len(rows)} jobs did not complete (jobs {', '.join(failed)}); see "
                 f"{sweep_dir / 'summary.md'}. Rerun the same command with hydra.sweep.dir={sweep_dir} to "
                 f"retry them: finished jobs are skipped."
             )
+            # Hydra turns exceptions raised in callbacks into warnings; a failed sweep must exit non-zero.
+            raise SystemExit(1)

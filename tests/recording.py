@@ -1,0 +1,32 @@
+"""A callback for tests: records which training images each DDP rank saw, by looking them up by content.
+
+Used as `+callbacks.seen._target_=recording.RecordSeenSamples` with `tests/` on PYTHONPATH; needs
+`data/aug=none` so a batch image can be mapped back to the stored uint8 image exactly.
+"""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class RecordSeenSamples(L.Callback):
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.seen: list[int] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        data = trainer.datamodule
+        self.index_of = {bytes(image.numpy().tobytes()): i for i, image in enumerate(data.train_images)}
+        self.mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(data.std).view(1, 3, 1, 1)
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        images = ((batch[0].cpu().float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
+        self.seen += [self.index_of[image.contiguous().numpy().tobytes()] for image in images]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = self.dirpath / f"seen_rank{trainer.global_rank}_epoch{trainer.current_epoch}.json"
+        path.write_text(json.dumps(self.seen))

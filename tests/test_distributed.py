@@ -1,0 +1,226 @@
+"""DDP, torchrun and multirun sweeps with real processes on the CPU (issue: scale out)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_fake_cifar10
+from omegaconf import OmegaConf
+
+from seres.data import CIFAR10DataModule
+from seres.model import SEResNet
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
+TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp_data")
+    write_fake_cifar10(root, "bin", n_per_class_train=40, n_per_class_test=10)
+    return root
+
+
+def data_args(root: Path) -> list[str]:
+    # 400 images, 80 held out: 320 = 2 ranks x 5 batches x 32, so one epoch covers every image exactly.
+    return [f"data.root={root}", "data.verify=false", "data.val_size=80", "data.batch_size=32"]
+
+
+def run(command: list[str], expect_ok: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert (result.returncode == 0) == expect_ok, f"{' '.join(command)} exit {result.returncode}:\n{output}"
+    return result
+
+
+def train(*overrides: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "train.py", *overrides], expect_ok=expect_ok)
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def evaluate_on_val(run_dir: Path, root: Path) -> float:
+    """Accuracy of best_model.pth on the validation split, in this single process."""
+    data = CIFAR10DataModule(root=str(root), verify=False, val_size=80, batch_size=32, num_workers=0)
+    data.setup()
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    net.load_state_dict(torch.load(run_dir / "best_model.pth", weights_only=True))
+    correct = 0
+    with torch.no_grad():
+        for images, labels in data.val_dataloader():
+            correct += (net(images).argmax(dim=1) == labels).sum().item()
+    return correct / len(data.val_labels)
+
+
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+def test_ddp_ranks_see_disjoint_data_covering_the_set_and_val_acc_matches_one_process(
+    pipeline, data_root, tmp_path
+):
+    run_dir = tmp_path / "run"
+    train(
+        *TINY,
+        *data_args(data_root),
+        *TWO_CPU_PROCESSES,
+        "data/aug=none",
+        f"data.pipeline={pipeline}",
+        "trainer.max_epochs=2",
+        "+callbacks.seen._target_=recording.RecordSeenSamples",
+        f"+callbacks.seen.dirpath={run_dir}",
+        f"hydra.run.dir={run_dir}",
+    )
+    for epoch in (0, 1):
+        rank0, rank1 = (json.loads((run_dir / f"seen_rank{r}_epoch{epoch}.json").read_text()) for r in (0, 1))
+        assert len(rank0) == len(rank1) == 160
+        assert not set(rank0) & set(rank1), "ranks saw the same images"
+        assert sorted(rank0 + rank1) == list(range(320)), "the ranks together did not cover the set once"
+    orders = [json.loads((run_dir / f"seen_rank0_epoch{e}.json").read_text()) for e in (0, 1)]
+    assert orders[0] != orders[1], "every epoch must be shuffled anew"
+    # Metrics are reduced over both ranks: the logged accuracy is the one of the whole validation split.
+    assert metrics(run_dir)["best_val_acc"] == pytest.approx(evaluate_on_val(run_dir, data_root), abs=1e-6)
+    assert metrics(run_dir)["world_size"] == 2
+
+
+def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root, tmp_path):
+    run_dir = tmp_path / "global"
+    train(
+        *TINY,
+        *data_args(data_root),
+        *TWO_CPU_PROCESSES,
+        "ddp.batch=global",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "optimizer.lr=0.1",
+        f"hydra.run.dir={run_dir}",
+    )
+    result = metrics(run_dir)
+    assert (result["global_batch_size"], result["lr"]) == (64, 0.1)
+    failed = train(
+        *TINY,
+        *data_args(data_root),
+        *TWO_CPU_PROCESSES,
+        "ddp.batch=global",
+        "data.batch_size=33",
+        f"hydra.run.dir={tmp_path / 'uneven'}",
+        expect_ok=False,
+    )
+    assert "data.batch_size=33 cannot be split evenly over 2 processes" in failed.stderr
+    assert not (tmp_path / "uneven" / "last.ckpt").exists()
+
+
+def test_torchrun_launch_with_two_local_processes(data_root, tmp_path):
+    run_dir = tmp_path / "torchrun"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = run(
+        [
+            *torchrun,
+            "train.py",
+            *TINY,
+            *data_args(data_root),
+            *TWO_CPU_PROCESSES,
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    assert "MEMBER: 2/2" in result.stdout + result.stderr
+    assert metrics(run_dir)["world_size"] == 2 and (run_dir / "best_model.pth").is_file()
+    refused = run([*torchrun, "train.py", *TINY, *data_args(data_root), *TWO_CPU_PROCESSES], expect_ok=False)
+    assert "without hydra.run.dir" in refused.stderr
+
+
+def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [
+        "-m",
+        *TINY,
+        *data_args(data_root),
+        *TWO_CPU_PROCESSES,
+        "trainer.max_epochs=1,2",
+        "optimizer.lr=0.05,0.1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = train(*command)
+    # Job subprocesses share the sweep's output: a DDP child that re-ran the sweep would launch it again.
+    assert (first.stdout + first.stderr).count("Launching 4 jobs") == 1
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [job.name for job in jobs] == ["0", "1", "2", "3"]
+    for job in jobs:
+        assert (job / "best_model.pth").is_file() and (job / "train_ddp_process_1.log").is_file()
+        assert metrics(job)["world_size"] == 2 and metrics(job)["status"] == "completed"
+    # No DDP child re-ran the sweep: nothing but the four jobs and the summary at the sweep root.
+    assert sorted(p.name for p in sweep.iterdir()) == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "multirun.yaml",
+        "summary.csv",
+        "summary.md",
+        "summary.png",
+    ]
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert rows[0] == "job,trainer.max_epochs,optimizer.lr,status,best_val_acc,test_acc,epochs,fit_seconds"
+    for row, job in zip(rows[1:], jobs, strict=True):
+        values = row.split(",")
+        assert values[0] == job.name and values[3] == "completed"
+        assert float(values[4]) == pytest.approx(metrics(job)["best_val_acc"], abs=1e-4)
+        assert int(values[6]) == metrics(job)["epochs"] == int(values[1])
+
+    # The same command again trains nothing: every job is already complete.
+    stamps = {job.name: (job / "best.ckpt").stat().st_mtime_ns for job in jobs}
+    second = train(*command)
+    assert (
+        second.stdout.count("already completed, skipping it")
+        + second.stderr.count("already completed, skipping it")
+        == 4
+    )
+    assert stamps == {job.name: (job / "best.ckpt").stat().st_mtime_ns for job in jobs}
+
+
+def test_a_failing_job_is_recorded_and_the_others_still_run(data_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = train(
+        "-m",
+        *TINY,
+        *data_args(data_root),
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "data.batch_size=32,100000",
+        f"hydra.sweep.dir={sweep}",
+        expect_ok=False,
+    )
+    assert metrics(sweep / "0")["status"] == "completed"
+    assert metrics(sweep / "1")["status"] == "failed"
+    assert "1 of 2 jobs did not complete" in result.stdout + result.stderr
+    assert "| 1 | 100000 | failed |" in (sweep / "summary.md").read_text()
+
+
+def test_a_short_optuna_search_maximises_validation_accuracy(data_root, tmp_path):
+    sweep = tmp_path / "search"
+    train(
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        # The real search space (10 to 30 epochs), made quick with two batches an epoch.
+        "++trainer.limit_train_batches=2",
+        "++trainer.check_val_every_n_epoch=10",
+        *TINY,
+        *data_args(data_root),
+        "trainer.accelerator=cpu",
+        f"hydra.sweep.dir={sweep}",
+    )
+    trials = [metrics(sweep / str(n)) for n in (0, 1)]
+    assert all(trial["status"] == "completed" for trial in trials)
+    lrs = {trial["lr"] for trial in trials}
+    assert len(lrs) == 2 and all(0.01 <= lr <= 0.5 for lr in lrs)
+    assert all(trial["epochs"] in (10, 20, 30) for trial in trials)
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(max(trial["best_val_acc"] for trial in trials))
+    assert (sweep / "summary.csv").read_text().count("completed") == 2
