@@ -28,6 +28,9 @@ train: data  ## Train the default config; pass overrides as ARGS="model.layer4=t
 test: data  ## Run the whole test suite
 	$(PY) -m pytest
 
+bench: install  ## Training throughput (GPU: full size; CPU: smoke sizes); e.g. ARGS="--json bench.json"
+	$(PY) -m seres.bench $(ARGS)
+
 lint: install  ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
