@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import shutil
 import socket
 import subprocess
@@ -35,7 +36,7 @@ import torch
 import torchvision
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
 
 log = logging.getLogger(__name__)
@@ -712,6 +713,8 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         # Seeds the GPU pipeline's epoch permutations (the CPU DataLoader draws from the global RNG).
         self.seed = seed
         self.channels_last = channels_last
+        self._order_generator, self._worker_generator = torch.Generator(), torch.Generator()
+        self._gpu_loader: Any = None
         self._loaded = False
 
     def prepare_data(self) -> None:
@@ -733,18 +736,45 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         self.test_images, self.test_labels = data["test"]
         self._loaded = True
 
+    def set_epoch(self, epoch: int, rank: int = 0) -> None:
+        """Make an epoch's randomness a function of (seed, epoch, rank) alone.
+
+        Reseeds the training order, the seeds of the loader's workers (their augmentation), this process's
+        torch/numpy/random generators (augmentation without workers, dropout) and the GPU pipeline. A run
+        resumed from an epoch-end checkpoint then continues exactly as an uninterrupted one. Called before
+        the epoch's loader iterator exists and again at the epoch's start; both orders give the same draws
+        because the order and the worker seeds come from separate generators.
+        """
+        epoch_seed = int(np.random.SeedSequence([self.seed, epoch, rank]).generate_state(1)[0])
+        self._order_generator.manual_seed(epoch_seed)
+        self._worker_generator.manual_seed(epoch_seed + 1)
+        torch.manual_seed(epoch_seed)
+        np.random.seed(epoch_seed)
+        random.seed(epoch_seed)
+        if self._gpu_loader is not None:
+            self._gpu_loader.set_epoch(epoch)
+
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        # Workers are started anew every epoch (not persistent) so that their seeds follow set_epoch.
+        # Lightning swaps the random sampler for a DistributedSampler under DDP, which is seeded per epoch.
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=RandomSampler(dataset, generator=self._order_generator) if train else None,
             drop_last=train,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=self._worker_generator if train else None,
         )
 
     def train_dataloader(self) -> Any:
+        if self.trainer is not None:
+            # Lightning makes an epoch's iterator (the first after a resume too) before the epoch's
+            # on_train_epoch_start hook, so the seeds must be in place here already. With
+            # trainer.reload_dataloaders_every_n_epochs=1 this runs at every epoch, after a resume with the
+            # restored epoch count: the epoch about to run is the number processed so far.
+            epoch = self.trainer.fit_loop.epoch_progress.current.processed
+            self.set_epoch(epoch, self.trainer.global_rank)
         if self.pipeline == "gpu":
             return self._gpu_train_loader()
         transform = build_train_transform(self.aug, self.mean, self.std)
@@ -756,7 +786,9 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         # and this process's rank, so it is called only from within a Trainer.
         from seres.gpu_pipeline import GPUTrainLoader
 
-        return GPUTrainLoader(
+        if self._gpu_loader is not None:  # the data is on the device already; keep it there
+            return self._gpu_loader
+        self._gpu_loader = GPUTrainLoader(
             images=self.train_images,
             labels=self.train_labels,
             batch_size=self.batch_size,
@@ -769,6 +801,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
             world_size=self.trainer.world_size,
             channels_last=self.channels_last,
         )
+        return self._gpu_loader
 
     def val_dataloader(self) -> DataLoader:
         transform = build_eval_transform(self.mean, self.std)

@@ -5,6 +5,7 @@ Used as `+callbacks.seen._target_=recording.RecordSeenSamples` with `tests/` on 
 """
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -30,3 +31,13 @@ class RecordSeenSamples(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = self.dirpath / f"seen_rank{trainer.global_rank}_epoch{trainer.current_epoch}.json"
         path.write_text(json.dumps(self.seen))
+
+
+class SlowSteps(L.Callback):
+    """Sleeps after every training step, so that a test can kill a run in the middle of an epoch."""
+
+    def __init__(self, seconds: float = 0.1) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        time.sleep(self.seconds)

@@ -273,9 +273,24 @@ def test_eval_batch_size_and_worker_settings(fake_cifar_bin: Path) -> None:
     module = make_module(fake_cifar_bin, num_workers=1, eval_batch_size=64)
     val_loader, train_loader = module.val_dataloader(), module.train_dataloader()
     assert val_loader.batch_size == 64 and train_loader.batch_size == 32
-    assert val_loader.persistent_workers and train_loader.persistent_workers
+    # Workers restart every epoch so that their seeds follow set_epoch (exact resume).
+    assert not val_loader.persistent_workers and not train_loader.persistent_workers
     assert val_loader.pin_memory == torch.cuda.is_available()
-    assert make_module(fake_cifar_bin).val_dataloader().persistent_workers is False
+
+
+def test_set_epoch_makes_order_and_augmentation_a_function_of_seed_and_epoch(fake_cifar_bin: Path) -> None:
+    def first_batch(epoch: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        module = make_module(fake_cifar_bin, aug={"crop_padding": 4, "flip": True}, num_workers=1)
+        loader = module.train_dataloader()
+        torch.manual_seed(epoch * 7 + 1)  # whatever happened before must not matter
+        module.set_epoch(epoch, rank)
+        return next(iter(loader))
+
+    images, labels = first_batch(3)
+    again_images, again_labels = first_batch(3)
+    assert torch.equal(images, again_images) and torch.equal(labels, again_labels)
+    assert not torch.equal(first_batch(4)[0], images)
+    assert not torch.equal(first_batch(3, rank=1)[0], images)
 
 
 def test_gpu_pipeline_replaces_only_the_train_loader(fake_cifar_bin: Path, monkeypatch) -> None:

@@ -1,0 +1,80 @@
+"""Start-up checks of a run's settings: a bad value stops the run before any work, naming key and fix.
+
+Takes the resolved config as a plain dict (no Hydra needed). Unknown group options (e.g. scheduler=linear)
+are refused by Hydra itself with the list of choices; unknown augmentation keys by seres.data.Augmentation.
+"""
+
+import os
+from typing import Any
+
+import torch
+
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the key, the value and what is allowed."""
+
+
+def _number(config: dict[str, Any], key: str) -> float:
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        raise ConfigError(f"{key}={node!r} must be a number")
+    return float(node)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def check_optimization(config: dict[str, Any]) -> None:
+    lr = _number(config, "optimizer.lr")
+    _require(lr > 0, "optimizer.lr", lr, "the learning rate must be > 0, e.g. optimizer.lr=0.1")
+    if "momentum" in config["optimizer"]:
+        momentum = _number(config, "optimizer.momentum")
+        _require(0 <= momentum < 1, "optimizer.momentum", momentum, "use a value in [0, 1), e.g. 0.9")
+    decay = _number(config, "optimizer.weight_decay")
+    _require(decay >= 0, "optimizer.weight_decay", decay, "use a value >= 0, e.g. 5e-4")
+    smoothing = _number(config, "label_smoothing")
+    _require(0 <= smoothing < 1, "label_smoothing", smoothing, "use a value in [0, 1), e.g. 0.1")
+    epochs = config["trainer"].get("max_epochs")
+    _require(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
+
+
+def check_data(config: dict[str, Any]) -> None:
+    val_size = config["data"].get("val_size")
+    _require(
+        isinstance(val_size, int) and 1 <= val_size < CIFAR10_TRAIN_IMAGES,
+        "data.val_size",
+        val_size,
+        f"an integer from 1 to {CIFAR10_TRAIN_IMAGES - 1} (there are {CIFAR10_TRAIN_IMAGES} training images)",
+    )
+    batch = config["data"].get("batch_size")
+    _require(isinstance(batch, int) and batch >= 1, "data.batch_size", batch, "an integer >= 1, e.g. 128")
+
+
+def check_devices(config: dict[str, Any]) -> None:
+    """More devices than this machine has: Lightning would fail later, or start far too many processes."""
+    trainer = config["trainer"]
+    devices, accelerator = trainer.get("devices", 1), str(trainer.get("accelerator", "auto"))
+    if not isinstance(devices, int) or devices < 1:
+        return  # "auto", -1 and device lists are resolved by Lightning itself
+    uses_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if uses_gpu else (os.cpu_count() or 1)
+    kind = "GPUs" if uses_gpu else "CPU cores"
+    _require(
+        devices <= available,
+        "trainer.devices",
+        devices,
+        f"this machine has {available} {kind}; use trainer.devices={available} or fewer",
+    )
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raise ConfigError for the first setting that cannot work."""
+    check_optimization(config)
+    check_data(config)
+    check_devices(config)
