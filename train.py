@@ -25,8 +25,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seres.checkpoint_io import atomic_save
+from seres.config_checks import check_config
 from seres.model import count_parameters
 from seres.module import ClassifierModule
+from seres.report import write_report
 from seres.sweep import run_job
 
 log = logging.getLogger("seres")
@@ -52,6 +55,7 @@ def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
         optimizer=optimizer,
         scheduler=scheduler,
         label_smoothing=cfg.label_smoothing,
+        tta=cfg.tta,
         num_classes=cfg.model.num_classes,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
@@ -91,9 +95,7 @@ def save_network_weights(checkpoint_path: str, destination: Path) -> None:
     weights = {
         k.removeprefix("net.").removeprefix("_orig_mod."): v for k, v in state.items() if k.startswith("net.")
     }
-    temporary = destination.with_suffix(".tmp")
-    torch.save(weights, temporary)
-    os.replace(temporary, destination)
+    atomic_save(weights, destination)
 
 
 def write_json(data: dict[str, Any], destination: Path) -> None:
@@ -118,6 +120,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     `overrides` (the command line's) are recorded in metrics.json so a sweep can recognise a finished job.
     """
+    check_config(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg)
@@ -151,6 +154,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "lr": lr,
         "overrides": [item for item in overrides if not item.startswith("resume=")],
     }
+    for callback in trainer.callbacks:
+        # Callbacks that measure the run (e.g. TimeToAccuracy) add their numbers to metrics.json.
+        if hasattr(callback, "run_metrics"):
+            metrics.update(callback.run_metrics())
     if cfg.test:
         # The best checkpoint by validation accuracy, never the last epoch's weights by default.
         (results,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
@@ -162,6 +169,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             save_network_weights(best_path, run_dir / "best_model.pth")
         write_json(metrics, run_dir / "metrics.json")
         log_hparams(trainer, cfg, metrics)
+        write_report(run_dir)  # curves.png, confusion.png, report.md
         log.info(summary(metrics, run_dir))
     return metrics
 
@@ -179,9 +187,7 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
 
 def require_shared_run_dir(overrides: Sequence[str]) -> None:
     """Processes started by torchrun or srun must agree on one run directory; the clock may not."""
-    external = int(
-        os.environ.get("TORCHELASTIC_RUN_ID") is not None or int(os.environ.get("SLURM_NTASKS", 1)) > 1
-    )
+    external = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", 1)) > 1
     if external and not any(item.startswith("hydra.run.dir=") for item in overrides):
         raise ValueError(
             "started by torchrun or SLURM with several processes, but without hydra.run.dir: each process "

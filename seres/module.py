@@ -64,15 +64,15 @@ class ClassifierModule(L.LightningModule):
     """Trains `net` with cross-entropy; logs loss and accuracy per stage under `train/`, `val/`, `test/`.
 
     `optimizer` is called with the parameters, `scheduler` (optional) with the optimizer and the run's
-    length; both come from Hydra as partials (`_partial_: true`). `config` is the run's resolved config,
-    kept in the checkpoint so a checkpoint alone says how it was made. `tta=True` evaluates (val and test)
-    on the mean logits of each image and its horizontal mirror.
+    length; both come from Hydra as partials (`_partial_: true`), and evaluation needs neither. `config` is
+    the run's resolved config, kept in the checkpoint so a checkpoint alone says how it was made.
+    `tta=True` evaluates (val and test) on the mean logits of each image and its horizontal mirror.
     """
 
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
         num_classes: int = 10,
@@ -86,11 +86,14 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # Metrics accumulate on the device; they are reduced across ranks only when computed.
+        # Metrics accumulate on the device; they are reduced across ranks only when computed. The loss mean
+        # skips torchmetrics' NaN scan, a host sync every step (a NaN loss then shows as a NaN mean).
         for stage in ("train", "val", "test"):
-            setattr(self, f"{stage}_loss", MeanMetric())
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=num_classes, average="micro"))
         self.val_acc_best = MaxMetric()
+        # Kept in checkpoints so a resumed run remembers its best validation accuracy.
+        self.val_acc_best.persistent(True)
         self.tta = tta
 
     def forward(self, x: Tensor) -> Tensor:
@@ -102,7 +105,9 @@ class ClassifierModule(L.LightningModule):
         logits = flip_averaged_logits(self.net, x) if self.tta and stage != "train" else self(x)
         loss = self.criterion(logits, y)
         loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        loss_metric.update(loss.detach(), weight=y.numel())
+        # The batch mean once per image: a per-image mean even for a short last batch, without copying a
+        # weight to the device (nan_strategy="disable" would also drop a weight; torchmetrics issue 3434).
+        loss_metric.update(loss.detach().expand(y.numel()))
         acc_metric.update(logits.detach(), y)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage != "test")
         self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
@@ -119,11 +124,11 @@ class ClassifierModule(L.LightningModule):
         return {"logits": self._shared_step(batch, "test")[1].detach()}
 
     def on_train_epoch_start(self) -> None:
-        # Lightning calls set_epoch only on a DataLoader's sampler; the GPU pipeline has none, and without
-        # this a resumed run would replay epoch 0's order.
-        loader = self.trainer.train_dataloader
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(self.current_epoch)
+        # The data module makes each epoch's randomness depend on (seed, epoch, rank) only, so that a run
+        # resumed from last.ckpt continues exactly as if it had never stopped.
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch, self.global_rank)
 
     def on_train_start(self) -> None:
         # The sanity check's few validation batches must not count towards the best accuracy.
@@ -137,6 +142,10 @@ class ClassifierModule(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        if self.optimizer_factory is None:
+            raise ValueError(
+                "this ClassifierModule was built without an optimizer (for evaluation); give one to fit"
+            )
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer

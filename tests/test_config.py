@@ -100,9 +100,12 @@ def test_logger_options_build(option, tmp_path):
     assert Path(logger.log_dir).is_relative_to(tmp_path)
 
 
-@pytest.mark.parametrize("option", group_options("experiment") + group_options("debug"))
-def test_named_recipes_and_debug_presets_compose(option):
-    group = "experiment" if (CONF / "experiment" / f"{option}.yaml").exists() else "debug"
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [("experiment", name) for name in group_options("experiment")]
+    + [("debug", n) for n in group_options("debug")],
+)
+def test_named_recipes_and_debug_presets_compose(group, option):
     cfg = compose_train(f"{group}={option}")
     assert build_network(cfg.model)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 

@@ -98,3 +98,13 @@ def test_step_schedule_drops_at_fractions_of_the_run():
     values = lrs(step_schedule(sgd(), steps_per_epoch=5, max_epochs=10, milestones=[0.5, 0.8], gamma=0.1), 50)
     assert values[24] == 1.0 and values[25] == pytest.approx(0.1)
     assert values[39] == pytest.approx(0.1) and values[40] == pytest.approx(0.01)
+
+
+def test_epoch_loss_is_the_per_image_mean_when_the_last_batch_is_short():
+    # 20 images in batches of 16 and 4: a mean of the two batch means would weight the 4 images 4x too much.
+    module, loader = tiny_module(), fixed_batches(n=20, batch_size=16)
+    (results,) = cpu_trainer().validate(module, loader, verbose=False)
+    images, labels = loader.dataset.tensors
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(module.eval()(images), labels).item()
+    assert results["val/loss"] == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,91 @@
+"""Evaluate a trained model on the CIFAR-10 test split, optionally with test-time augmentation.
+
+    python eval.py ckpt_path=outputs/DATE/TIME/best.ckpt
+    python eval.py ckpt_path=outputs/DATE/TIME/best_model.pth tta=true
+    python eval.py ckpt_path=outputs/DATE/TIME             # the run's best.ckpt
+
+Writes metrics.json (test accuracy and loss, per-class accuracy), confusion.json, confusion.png and
+mistakes.png into `output_dir` (default: eval/, or eval_tta/ with tta=true, next to the checkpoint). The
+test runs through the same LightningModule as train.py's, so without TTA it reproduces the run's test_acc.
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from seres.callbacks import ProgressBar, TestFigures
+from seres.data import CIFAR10DataModule, CIFAR10Error
+from seres.module import ClassifierModule
+from seres.predict import ModelLoadError, TrainedModel, load_trained_model
+from seres.report import CONFUSION_FILE, confusion_figure, read_confusion, save_figure
+
+log = logging.getLogger("seres")
+
+
+def build_datamodule(cfg: DictConfig, model: TrainedModel) -> CIFAR10DataModule:
+    data = model.config["data"]
+    return CIFAR10DataModule(
+        root=cfg.data_root or data["root"],
+        # Training-side settings only have to be valid; the test split is the official one either way.
+        batch_size=data.get("batch_size", 128),
+        val_size=data.get("val_size", 5000),
+        split_seed=data.get("split_seed", 0),
+        eval_batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        mean=model.mean,
+        std=model.std,
+        verify=data.get("verify", True),
+    )
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test the model named by cfg.ckpt_path; write and return its metrics."""
+    model = load_trained_model(cfg.ckpt_path)
+    output_dir = Path(cfg.output_dir or model.source.parent / ("eval_tta" if cfg.tta else "eval"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    module = ClassifierModule(model.net, num_classes=model.net.fc.out_features, tta=cfg.tta)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        precision=cfg.precision or model.config.get("trainer", {}).get("precision") or "32-true",
+        logger=False,
+        callbacks=[TestFigures(output_dir=str(output_dir)), ProgressBar(enabled=cfg.progress)],
+        enable_model_summary=False,
+        limit_test_batches=cfg.limit_batches,
+        default_root_dir=output_dir,
+    )
+    (results,) = trainer.test(module, datamodule=build_datamodule(cfg, model), verbose=False)
+    matrix, classes = read_confusion(output_dir / CONFUSION_FILE)
+    save_figure(confusion_figure(matrix, classes), output_dir / "confusion.png")
+    metrics = {
+        "checkpoint": str(model.source),
+        "tta": bool(cfg.tta),
+        "test_acc": results["test/acc"],
+        "test_loss": results["test/loss"],
+        "test_images": int(matrix.sum()),
+        "per_class_acc": {name: results[f"test/acc_{name}"] for name in classes},
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info(
+        f"test acc {100 * metrics['test_acc']:.2f}% on {metrics['test_images']:,} images"
+        f"{' with TTA' if cfg.tta else ''} ({model.source}); results in {output_dir}"
+    )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except (ModelLoadError, CIFAR10Error) as error:
+        sys.exit(f"eval.py: {error}")
+
+
+if __name__ == "__main__":
+    main()

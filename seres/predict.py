@@ -1,0 +1,234 @@
+"""Use a trained model: load it from a run directory or a checkpoint, and classify image files.
+
+    python -m seres.predict cat.jpg dog.png --model outputs/2025-01-31/12-00-00
+    python -m seres.predict photos/*.jpg                # the newest run under outputs/ or multirun/
+
+Prints the three most likely classes with their probabilities for each image. Images of any size and mode
+(PNG, JPEG, ...) are converted to RGB and resized to 32x32, the CIFAR-10 size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor, nn
+
+from seres.data import CLASSES, build_eval_transform
+from seres.model import SEResNet
+from seres.module import flip_averaged_logits
+
+# What a run directory offers, in order of preference: the Lightning checkpoint carries its own config.
+RUN_WEIGHTS = ("best.ckpt", "best_model.pth")
+MODEL_TARGET = "seres.model.SEResNet"
+
+
+class ModelLoadError(ValueError):
+    """The path does not lead to a trained model this code can rebuild."""
+
+
+class ImageReadError(ValueError):
+    """A file given to predict is missing or not an image."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """A trained network in eval mode on the CPU, with what is needed to feed it and the run's config."""
+
+    net: nn.Module
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    config: dict[str, Any]
+    source: Path
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """The weights file for `path`: itself if a file, else the run directory's best.ckpt or best_model.pth."""
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_WEIGHTS:
+            if (path / name).is_file():
+                return path / name
+        raise ModelLoadError(
+            f"{path} holds neither {' nor '.join(RUN_WEIGHTS)}; give a run directory written by train.py "
+            "(outputs/DATE/TIME) or the path of a .ckpt or .pth file"
+        )
+    if not path.is_file():
+        raise ModelLoadError(f"{path} does not exist; give a run directory, a .ckpt or a best_model.pth")
+    if path.suffix not in (".ckpt", ".pth"):
+        raise ModelLoadError(
+            f"{path}: expected a Lightning checkpoint (.ckpt) or a state_dict (.pth), got '{path.suffix}'"
+        )
+    return path
+
+
+def build_network(model_config: dict[str, Any], source: Path) -> nn.Module:
+    """The network described by a run's `model.*` config (only SEResNet; nothing else is ever called)."""
+    settings = dict(model_config)
+    target = settings.pop("_target_", MODEL_TARGET)
+    if target != MODEL_TARGET:
+        raise ModelLoadError(f"{source}: model._target_={target!r}; only {MODEL_TARGET} can be rebuilt")
+    # These say how train.py ran the network (memory layout, compilation), not what it is.
+    settings.pop("channels_last", None)
+    settings.pop("compile", None)
+    try:
+        return SEResNet(**settings)
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(f"{source}: its model config does not build an SEResNet ({error})") from error
+
+
+def _read_torch_file(path: Path) -> Any:
+    try:
+        # weights_only: a checkpoint is data, never code.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for foreign or damaged files
+        raise ModelLoadError(
+            f"{path} is not a readable PyTorch file ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _config_of_state_dict(path: Path) -> dict[str, Any]:
+    config_file = path.parent / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"{path} holds only weights; rebuilding the network needs the run's {config_file} next to it "
+            "(or give the run's best.ckpt, which carries its config)"
+        )
+    try:
+        config = OmegaConf.load(config_file)
+        # Only what rebuilding and evaluating needs: other keys refer to Hydra's state at training time.
+        rebuilt = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("model", "data")}
+        rebuilt["trainer"] = {"precision": OmegaConf.select(config, "trainer.precision")}
+        return rebuilt
+    except (OmegaConfBaseException, KeyError) as error:
+        raise ModelLoadError(
+            f"{config_file} does not give the run's model and data config ({error})"
+        ) from error
+
+
+def load_trained_model(path: str | Path) -> TrainedModel:
+    """Load a run directory, a Lightning checkpoint (.ckpt) or a best_model.pth (with the run's .hydra/)."""
+    source = resolve_weights(path)
+    content = _read_torch_file(source)
+    if source.suffix == ".ckpt":
+        config = content.get("hyper_parameters", {}).get("config") if isinstance(content, dict) else None
+        if not config or "model" not in config or "state_dict" not in content:
+            raise ModelLoadError(
+                f"{source} is not a checkpoint written by train.py (no state_dict or hyper_parameters.config)"
+            )
+        # A compiled network nests its parameters under `_orig_mod.`.
+        weights = {
+            key.removeprefix("net.").removeprefix("_orig_mod."): value
+            for key, value in content["state_dict"].items()
+            if key.startswith("net.")
+        }
+    else:
+        config = _config_of_state_dict(source)
+        weights = content
+    net = build_network(config["model"], source)
+    try:
+        net.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ModelLoadError(
+            f"the weights in {source} do not fit the model its config describes: {error}"
+        ) from error
+    data = config.get("data", {})
+    mean, std = tuple(data.get("mean", ())), tuple(data.get("std", ()))
+    if len(mean) != 3 or len(std) != 3:
+        raise ModelLoadError(f"{source}: the run's config lacks data.mean and data.std (3 numbers each)")
+    return TrainedModel(net=net.eval(), mean=mean, std=std, config=config, source=source)
+
+
+def newest_run_weights(roots: Sequence[Path] = (Path("outputs"), Path("multirun"))) -> Path:
+    """The weights of the most recently written run under `roots` (run dirs two or three levels down)."""
+    found = [
+        weights
+        for root in roots
+        for pattern in ("*/*/best.ckpt", "*/*/*/best.ckpt", "*/*/best_model.pth", "*/*/*/best_model.pth")
+        for weights in root.glob(pattern)
+    ]
+    if not found:
+        raise ModelLoadError(
+            f"no trained model under {' or '.join(map(str, roots))}; train one (python train.py) or pass "
+            "--model RUN_DIR"
+        )
+    return max(found, key=lambda weights: weights.stat().st_mtime)
+
+
+def read_image(path: str | Path) -> Tensor:
+    """An image file as a uint8 (3, 32, 32) RGB tensor, resized (with anti-aliasing) from any size."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
+    except FileNotFoundError as error:
+        raise ImageReadError(f"{path}: no such file") from error
+    except UnidentifiedImageError as error:
+        raise ImageReadError(f"{path} is not an image file (give PNG, JPEG, BMP, GIF, WebP, ...)") from error
+    except OSError as error:  # a directory, a truncated or damaged image
+        raise ImageReadError(f"{path} could not be read as an image ({error})") from error
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
+@torch.no_grad()
+def class_probabilities(model: TrainedModel, images: Tensor, tta: bool = False) -> Tensor:
+    """Softmax probabilities (N, 10) for uint8 images (N, 3, 32, 32)."""
+    inputs = build_eval_transform(model.mean, model.std)(images)
+    logits = flip_averaged_logits(model.net, inputs) if tta else model.net(inputs)
+    return logits.softmax(dim=1)
+
+
+def top_classes(probabilities: Tensor, k: int = 3) -> list[list[tuple[str, float]]]:
+    values, indices = probabilities.topk(k, dim=1)
+    return [
+        [
+            (CLASSES[index], value)
+            for index, value in zip(row_indices.tolist(), row_values.tolist(), strict=True)
+        ]
+        for row_indices, row_values in zip(indices, values, strict=True)
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m seres.predict",
+        description="Print the 3 most likely CIFAR-10 classes for each image (any size; resized to 32x32).",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="run directory, .ckpt or best_model.pth (default: the newest run under outputs/ or multirun/)",
+    )
+    parser.add_argument("--tta", action="store_true", help="average over each image and its mirror image")
+    args = parser.parse_args(argv)
+    try:
+        model = load_trained_model(args.model if args.model is not None else newest_run_weights())
+    except ModelLoadError as error:
+        sys.exit(f"python -m seres.predict: {error}")
+    images, problems = [], []
+    for path in args.images:
+        try:
+            images.append(read_image(path))
+        except ImageReadError as error:
+            problems.append(str(error))
+    if problems:
+        sys.exit("python -m seres.predict: nothing predicted:\n  " + "\n  ".join(problems))
+    print(f"model: {model.source}", file=sys.stderr)
+    probabilities = class_probabilities(model, torch.stack(images), args.tta)
+    for path, top in zip(args.images, top_classes(probabilities), strict=True):
+        print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Train one recipe with several seeds at once (parallel processes on one machine) and report mean and spread.
+
+    python -m seres.seeds --out runs/fast --seeds 0 1 2 -- experiment=fast
+
+Each seed is a complete `train.py` run in OUT/seed<N>/; small models leave a GPU mostly idle, so running the
+seeds side by side costs little more time than one. OUT/seeds.md and OUT/seeds.json hold every run's
+numbers and their mean and standard deviation.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+REPORTED = ["best_val_acc", "test_acc", "epochs", "fit_seconds", "seconds_to_target", "train_seconds"]
+
+
+def launch(out: Path, seed: int, overrides: list[str]) -> subprocess.Popen:
+    run_dir = out / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(REPO / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+    log = open(run_dir / "console.log", "w")  # noqa: SIM115 - closed with the process below
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(out: Path, seeds: list[int], overrides: list[str]) -> dict[str, Any]:
+    runs = {}
+    for seed in seeds:
+        path = out / f"seed{seed}" / "metrics.json"
+        runs[seed] = json.loads(path.read_text()) if path.is_file() else {"status": "failed"}
+    done = [m for m in runs.values() if m.get("status") == "completed"]
+    stats = {}
+    for key in REPORTED:
+        values = [m[key] for m in done if m.get(key) is not None]
+        if values:
+            stats[key] = dict(zip(("mean", "std"), mean_and_spread(values), strict=True)) | {"n": len(values)}
+    summary = {"overrides": overrides, "seeds": seeds, "runs": runs, "stats": stats}
+    (out / "seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [f"# {' '.join(overrides)}", "", "| seed | " + " | ".join(REPORTED) + " |"]
+    lines.append("|---" * (len(REPORTED) + 1) + "|")
+    for seed, m in runs.items():
+        lines.append(f"| {seed} | " + " | ".join(str(m.get(k, "")) for k in REPORTED) + " |")
+    for key, s in stats.items():
+        lines.append(f"\n{key}: {s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})")
+    (out / "seeds.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seres.seeds", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="directory for the runs and the summary")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("overrides", nargs="*", help="train.py overrides, after --")
+    args = parser.parse_args(argv)
+    processes = [launch(args.out, seed, args.overrides) for seed in args.seeds]
+    codes = [process.wait() for process in processes]
+    summary = summarise(args.out, args.seeds, args.overrides)
+    print((args.out / "seeds.md").read_text())
+    failed = [seed for seed, code in zip(args.seeds, codes, strict=True) if code != 0]
+    if failed:
+        print(f"seeds {failed} failed; see {args.out}/seed<N>/console.log", file=sys.stderr)
+    return 1 if failed or not summary["stats"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""One short training run on the real CIFAR-10, shared by the report, eval, predict and export tests.
+
+Each test module asks for it with `short_real_run(tmp_path_factory.getbasetemp())`; the first one trains,
+the others find its metrics.json and reuse it. Skips where the real data is missing (see conftest).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import real_cifar_root
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8"]
+# 20 steps of 64 images per epoch, 2 evaluation batches of 512 images for validation and for the test.
+SHORT_RUN = [
+    *TINY_MODEL,
+    "data.num_workers=0",
+    "data.batch_size=64",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=5",
+    "++trainer.limit_train_batches=20",
+    "++trainer.limit_val_batches=2",
+    "++trainer.limit_test_batches=2",
+    "progress=false",
+]
+CONSOLE_FILE = "short_real_run.console"
+
+
+def run_cli(*command: str, timeout: int = 300, expect_success: bool = True) -> subprocess.CompletedProcess:
+    """Run `python COMMAND...` in the repository root; with expect_success, fail the test on an error."""
+    full = [sys.executable, *command]
+    result = subprocess.run(full, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if expect_success:
+        assert result.returncode == 0, f"{' '.join(full)}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def short_real_run(base: Path) -> Path:
+    """The run directory; its console output (stdout, then stderr) is in the sibling file CONSOLE_FILE."""
+    run_dir = base / "short_real_run"
+    if not (run_dir / "metrics.json").is_file():
+        root = real_cifar_root()
+        result = run_cli("train.py", *SHORT_RUN, f"data.root={root}", f"hydra.run.dir={run_dir}")
+        (base / CONSOLE_FILE).write_text(result.stdout + result.stderr)
+    return run_dir

@@ -1,0 +1,137 @@
+"""The callbacks under a real Trainer on tiny tensors: what they log, write and show."""
+
+import csv
+import json
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
+
+from seres import callbacks
+from seres.callbacks import EpochSummary, ProgressBar, TrainingMonitor
+from seres.data import CLASSES
+from seres.model import SEResNet
+from seres.module import ClassifierModule
+
+
+def tiny_module() -> ClassifierModule:
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    return ClassifierModule(net, partial(torch.optim.SGD, lr=0.05, momentum=0.9))
+
+
+def batches(n: int = 64, batch_size: int = 8, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def trainer(callback_list: list, **kwargs) -> L.Trainer:
+    settings = dict(accelerator="cpu", enable_checkpointing=False, enable_model_summary=False, logger=False)
+    settings["enable_progress_bar"] = any(isinstance(c, ProgressBar) for c in callback_list)
+    return L.Trainer(callbacks=callback_list, **{**settings, **kwargs})
+
+
+def scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+class ClipReference(L.Callback):
+    """Runs after TrainingMonitor, before Lightning clips: torch's own measure of the gradient norm."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        self.norms.append(torch.nn.utils.get_total_norm(grads).item())
+
+
+def test_gradient_norm_and_throughput_are_logged_at_the_log_cadence_before_clipping(tmp_path):
+    reference = ClipReference()
+    fit = trainer(
+        [TrainingMonitor(), reference],
+        logger=TensorBoardLogger(tmp_path, name="", version=""),
+        max_epochs=1,
+        log_every_n_steps=2,
+        gradient_clip_val=1e-3,
+    )
+    fit.fit(tiny_module(), batches())
+    logged = scalars(tmp_path)
+    # 8 steps, every 2nd one written (Lightning counts from 0); the norm is the unclipped one.
+    assert [step for step, _ in logged["train/grad_norm"]] == [1, 3, 5, 7]
+    expected = [reference.norms[step] for step in (1, 3, 5, 7)]
+    assert [value for _, value in logged["train/grad_norm"]] == pytest.approx(expected, rel=1e-5)
+    assert min(expected) > 100 * 1e-3
+    assert [step for step, _ in logged["train/images_per_sec"]] == [1, 3, 5, 7]
+    assert all(value > 0 for _, value in logged["train/images_per_sec"])
+
+
+def test_epoch_summary_writes_one_row_per_epoch_and_leaves_val_empty_where_none_ran(tmp_path, caplog):
+    history = tmp_path / "epochs.csv"
+    fit = trainer(
+        [EpochSummary(history_csv=str(history))],
+        logger=TensorBoardLogger(tmp_path, name="tb", version=""),
+        max_epochs=3,
+        check_val_every_n_epoch=2,
+        num_sanity_val_steps=0,
+    )
+    with caplog.at_level("INFO", logger="seres"):
+        fit.fit(tiny_module(), batches(), batches(seed=1))
+    with open(history, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    assert [row["val_acc"] == "" for row in rows] == [True, False, True]
+    assert float(rows[1]["val_acc"]) == pytest.approx(scalars(tmp_path / "tb")["val/acc"][0][1])
+    assert float(rows[2]["train_loss"]) == pytest.approx(fit.callback_metrics["train/loss"].item())
+    assert all(float(row["seconds"]) > 0 and row["lr"] == "0.05" for row in rows)
+    assert len(scalars(tmp_path / "tb")["train/epoch_seconds"]) == 3
+    assert sum("train loss" in message for message in caplog.messages) == 3
+
+
+def test_test_figures_count_the_confusion_matrix_and_keep_the_most_confident_mistakes(tmp_path):
+    torch.manual_seed(0)
+    module, loader = tiny_module().eval(), batches(n=40, batch_size=8)
+    x, y = loader.dataset.tensors
+    with torch.no_grad():
+        confidence, predicted = module.net(x).softmax(1).max(1)
+    # Imported as callbacks.TestFigures: a class named Test* at module level would look like tests to pytest.
+    figures = callbacks.TestFigures(output_dir=str(tmp_path / "out"), mistakes=4)
+    test = trainer([figures], logger=TensorBoardLogger(tmp_path, name="tb", version=""))
+    (results,) = test.test(module, loader, verbose=False)
+
+    expected = torch.zeros(10, 10, dtype=torch.long)
+    for true, guess in zip(y.tolist(), predicted.tolist(), strict=True):
+        expected[true, guess] += 1
+    saved = json.loads((tmp_path / "out" / "confusion.json").read_text())
+    assert saved["matrix"] == expected.tolist() and saved["classes"] == list(CLASSES)
+    for index, name in enumerate(CLASSES):
+        share = expected[index, index].item() / max(expected[index].sum().item(), 1)
+        assert results[f"test/acc_{name}"] == pytest.approx(share)
+    wrong = confidence[predicted != y].sort(descending=True).values[:4]
+    assert figures._wrong[0].tolist() == pytest.approx(wrong.tolist())
+    assert (tmp_path / "out" / "mistakes.png").is_file()
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert set(events.Tags()["images"]) == {"test/confusion_matrix", "test/most_confident_mistakes"}
+
+
+def test_progress_bar_shows_images_per_second_and_the_loss_and_is_silent_when_disabled(tmp_path):
+    shown = ProgressBar()
+    fit = trainer([shown], max_epochs=1, log_every_n_steps=1)
+    module = tiny_module()
+    fit.fit(module, batches())
+    items = shown.get_metrics(fit, module)
+    assert float(items["img/s"]) > 0 and isinstance(items["loss"], float) and "v_num" not in items
+
+    quiet = ProgressBar(enabled=False)
+    fit = trainer([quiet], max_epochs=1, log_every_n_steps=1)
+    fit.fit(tiny_module(), batches())
+    assert quiet.is_disabled and quiet.progress is None  # no rich display was ever started
+    assert "img/s" not in quiet.get_metrics(fit, module)

@@ -1,0 +1,218 @@
+"""Using a trained model from the command line: eval.py, seres.predict and seres.export on a real-data run."""
+
+import json
+import os
+import shutil
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import real_cifar_root
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from real_run import REPO, run_cli, short_real_run
+from torch.utils.data import DataLoader, TensorDataset
+
+from eval import evaluate
+from seres.data import CLASSES, build_eval_transform, load_cifar10
+from seres.export import main as export_main
+from seres.model import SEResNet
+from seres.module import ClassifierModule
+from seres.predict import ModelLoadError, load_trained_model, newest_run_weights
+from seres.predict import main as predict_main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return short_real_run(tmp_path_factory.getbasetemp())
+
+
+@torch.no_grad()
+def original_logits(run_dir: Path, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """The trained network as README shows it (no seres.predict), on uint8 images."""
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    net.load_state_dict(torch.load(run_dir / "best_model.pth", weights_only=True))
+    x = build_eval_transform([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])(images)
+    return (net(x) + net(x.flip(-1))) / 2 if tta else net(x)
+
+
+@pytest.fixture(scope="module")
+def test_images() -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = load_cifar10(real_cifar_root(), verify=False)["test"]
+    return images[:8], labels[:8]
+
+
+# ------------------------------------------------------------------------------------------------------
+# eval.py
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_eval_reproduces_the_runs_test_accuracy_and_writes_its_own_results(run_dir):
+    # The run tested 2 batches of 512 images; the same 2 batches give the same accuracy.
+    run_cli("eval.py", f"ckpt_path={run_dir}/best.ckpt", "limit_batches=2", "num_workers=0", "progress=false")
+    results = run_dir / "eval"
+    metrics = json.loads((results / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_acc"] == pytest.approx(trained["test_acc"], abs=1e-6)
+    assert metrics["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-5)
+    assert metrics["test_images"] == 1024 and metrics["tta"] is False
+    assert set(metrics["per_class_acc"]) == set(CLASSES)
+    assert json.loads((results / "confusion.json").read_text()) == json.loads(
+        (run_dir / "confusion.json").read_text()
+    )
+    for name in ["confusion.png", "mistakes.png"]:
+        assert Image.open(results / name).size[0] > 300
+
+
+def compose_eval(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="eval", overrides=list(overrides))
+
+
+def test_eval_of_best_model_pth_with_tta_rebuilds_the_network_from_the_runs_config(run_dir, tmp_path):
+    out = tmp_path / "tta"
+    cfg = compose_eval(
+        f"ckpt_path={run_dir}/best_model.pth",
+        "tta=true",
+        "limit_batches=1",
+        "num_workers=0",
+        "progress=false",
+        f"output_dir={out}",
+    )
+    returned = evaluate(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == returned
+    assert metrics["tta"] is True and metrics["test_images"] == 512
+    assert metrics["checkpoint"].endswith("best_model.pth")
+    images, labels = load_cifar10(real_cifar_root(), verify=False)["test"]
+    predictions = original_logits(run_dir, images[:512], tta=True).argmax(dim=1)
+    assert metrics["test_acc"] == pytest.approx((predictions == labels[:512]).float().mean().item())
+
+
+def test_eval_of_a_missing_checkpoint_names_it():
+    with pytest.raises(ModelLoadError, match="/nonexistent/best.ckpt does not exist"):
+        evaluate(compose_eval("ckpt_path=/nonexistent/best.ckpt"))
+
+
+def test_tta_averages_the_logits_of_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    expected = ((net(x) + net(x.flip(-1))) / 2).argmax(1)
+    plain = (net(x).argmax(1) == y).float().mean().item()
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    for tta, accuracy in [(True, (expected == y).float().mean().item()), (False, plain)]:
+        module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1), tta=tta)
+        (results,) = trainer.test(module, DataLoader(TensorDataset(x, y), batch_size=8), verbose=False)
+        assert results["test/acc"] == pytest.approx(accuracy)
+
+
+# ------------------------------------------------------------------------------------------------------
+# python -m seres.predict
+# ------------------------------------------------------------------------------------------------------
+
+
+def write_picture(path: Path, image: torch.Tensor, size: tuple[int, int], mode: str = "RGB") -> Path:
+    Image.fromarray(image.permute(1, 2, 0).numpy()).resize(size).convert(mode).save(path)
+    return path
+
+
+def test_predict_prints_the_top_three_classes_for_images_of_any_size_and_mode(run_dir, test_images, tmp_path):
+    images, _ = test_images
+    files = [
+        write_picture(tmp_path / "small.png", images[0], (32, 32)),
+        write_picture(tmp_path / "wide.jpg", images[1], (300, 120)),
+        write_picture(tmp_path / "grey.png", images[2], (64, 64), mode="L"),
+    ]
+    result = run_cli("-m", "seres.predict", *map(str, files), "--model", str(run_dir))
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 and f"model: {run_dir}/best.ckpt" in result.stderr
+    for file, line in zip(files, lines, strict=True):
+        name, predictions = line.split(": ", 1)
+        assert name == str(file)
+        top = [item.rsplit(" ", 1) for item in predictions.split(", ")]
+        assert len(top) == 3 and all(label in CLASSES for label, _ in top)
+        probabilities = [float(p.rstrip("%")) for _, p in top]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 100.05
+
+    # The 32x32 PNG is the test image itself: the printed top class is the model's own prediction.
+    expected = CLASSES[original_logits(run_dir, images[:1]).argmax().item()]
+    assert lines[0].split(": ", 1)[1].startswith(expected + " ")
+
+
+def test_predict_refuses_files_that_are_not_images_and_names_each(run_dir, test_images, tmp_path, capsys):
+    good = write_picture(tmp_path / "good.png", test_images[0][0], (32, 32))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    missing = tmp_path / "missing.jpg"
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main([str(good), str(text), str(missing), "--model", str(run_dir)])
+    message = str(exit_info.value.code)
+    assert f"{text} is not an image file" in message and f"{missing}: no such file" in message
+    assert capsys.readouterr().out == ""  # nothing predicted, not even for the good file
+
+
+def test_predict_without_a_model_takes_the_newest_run(tmp_path):
+    with pytest.raises(ModelLoadError, match="no trained model under .*pass --model RUN_DIR"):
+        newest_run_weights([tmp_path / "outputs"])
+    old, new = tmp_path / "outputs/day/09-00-00", tmp_path / "multirun/day/10-00-00/3"
+    for run, mtime in [(old, 1_000_000), (new, 2_000_000)]:
+        run.mkdir(parents=True)
+        (run / "best.ckpt").touch()
+        os.utime(run / "best.ckpt", (mtime, mtime))
+    assert newest_run_weights([tmp_path / "outputs", tmp_path / "multirun"]) == new / "best.ckpt"
+
+
+def test_loading_names_what_is_wrong_with_the_model_path(run_dir, tmp_path):
+    with pytest.raises(ModelLoadError, match="holds neither best.ckpt nor best_model.pth"):
+        load_trained_model(tmp_path)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run_dir / "best_model.pth", lone / "best_model.pth")
+    with pytest.raises(ModelLoadError, match=r"holds only weights.*\.hydra/config\.yaml"):
+        load_trained_model(lone / "best_model.pth")
+    (lone / "junk.ckpt").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="junk.ckpt is not a readable PyTorch file"):
+        load_trained_model(lone / "junk.ckpt")
+    with pytest.raises(ModelLoadError, match=r"expected a Lightning checkpoint \(\.ckpt\)"):
+        load_trained_model(run_dir / "metrics.json")
+
+
+# ------------------------------------------------------------------------------------------------------
+# python -m seres.export
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # recent PyTorch marks TorchScript deprecated
+def test_torchscript_export_gives_the_models_outputs(run_dir, test_images, tmp_path):
+    destination = tmp_path / "model.pt"
+    result = run_cli(
+        "-m", "seres.export", str(run_dir), "--format", "torchscript", "--output", str(destination)
+    )
+    assert f"wrote {destination}" in result.stdout
+    exported = torch.jit.load(str(destination))
+    expected = original_logits(run_dir, test_images[0])
+    torch.testing.assert_close(exported(test_images[0] / 255), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_export_gives_the_models_outputs(run_dir, test_images, capsys):
+    pytest.importorskip("onnxscript", reason="ONNX export needs the export extra: pip install -e '.[export]'")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    export_main([str(run_dir), "--format", "onnx"])
+    destination = run_dir / "model.onnx"
+    assert f"wrote {destination}" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(destination), providers=["CPUExecutionProvider"])
+    (exported,) = session.run(None, {"images": (test_images[0] / 255).numpy()})
+    expected = original_logits(run_dir, test_images[0]).numpy()
+    np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_of_something_that_is_no_model_fails_clearly(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(tmp_path), "--format", "torchscript"])
+    assert f"{tmp_path} holds neither best.ckpt nor best_model.pth" in str(exit_info.value.code)

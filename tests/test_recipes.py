@@ -1,0 +1,97 @@
+"""Pieces the accuracy recipes are built from: parallel seeds, time to accuracy, EMA, the fast recipe."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
+
+
+def fake_data(root: Path) -> list[str]:
+    return [f"data.root={root}", "data.verify=false", "data.val_size=100", "data.batch_size=32"]
+
+
+def cpu_run(root: Path, *overrides: str) -> list[str]:
+    return [*TINY, *fake_data(root), "trainer.accelerator=cpu", "progress=false", *overrides]
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def test_fast_recipe_composes_to_the_gpu_settings():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=fast", "paths.output_dir=/unused"])
+    assert cfg.model.layer4 and cfg.model.compile and cfg.model.channels_last
+    assert cfg.data.pipeline == "gpu" and cfg.trainer.precision == "bf16-mixed" and cfg.tta
+    assert cfg.callbacks.time_to_accuracy.target == 0.94
+
+
+def test_seeds_run_in_parallel_and_report_mean_and_spread(fake_cifar_bin, tmp_path):
+    out = tmp_path / "seeds"
+    overrides = cpu_run(fake_cifar_bin, "trainer.max_epochs=1")
+    run([sys.executable, "-m", "seres.seeds", "--out", str(out), "--seeds", "0", "1", "--", *overrides])
+    summary = json.loads((out / "seeds.json").read_text())
+    runs = [summary["runs"][str(seed)] for seed in (0, 1)]
+    assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "completed" for r in runs)
+    test_accs = [r["test_acc"] for r in runs]
+    stats = summary["stats"]["test_acc"]
+    assert stats["n"] == 2 and stats["mean"] == pytest.approx(sum(test_accs) / 2)
+    assert stats["std"] == pytest.approx(abs(test_accs[0] - test_accs[1]) / 2**0.5)
+    assert "test_acc:" in (out / "seeds.md").read_text()
+
+
+@pytest.mark.parametrize(("target", "reached"), [(0.0, True), (1.01, False)])
+def test_time_to_accuracy_is_recorded_in_metrics(target, reached, fake_cifar_bin, tmp_path):
+    run_dir = tmp_path / "run"
+    callback = [
+        "+callbacks.tta_time._target_=seres.callbacks.TimeToAccuracy",
+        f"+callbacks.tta_time.target={target}",
+    ]
+    run(
+        [
+            sys.executable,
+            "train.py",
+            *cpu_run(fake_cifar_bin, "trainer.max_epochs=2"),
+            *callback,
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_seconds"] > 0
+    if reached:
+        assert (
+            metrics["epoch_at_target"] == 1 and 0 < metrics["seconds_to_target"] <= metrics["train_seconds"]
+        )
+    else:
+        assert metrics["epoch_at_target"] is None and metrics["seconds_to_target"] is None
+
+
+def test_ema_weights_are_validated_checkpointed_and_exported(fake_cifar_bin, tmp_path):
+    run_dir = tmp_path / "ema"
+    ema = [
+        "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "+callbacks.ema.decay=0.9",
+    ]
+    run(
+        [
+            sys.executable,
+            "train.py",
+            *cpu_run(fake_cifar_bin, "trainer.max_epochs=2"),
+            *ema,
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    checkpoint = torch.load(run_dir / "best.ckpt", weights_only=False)
+    averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert not torch.equal(averaged["net.fc.weight"], current["net.fc.weight"])
+    exported = torch.load(run_dir / "best_model.pth", weights_only=True)
+    assert torch.equal(exported["fc.weight"], averaged["net.fc.weight"])
