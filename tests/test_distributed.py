@@ -31,9 +31,9 @@ def data_args(root: Path) -> list[str]:
     return [f"data.root={root}", "data.verify=false", "data.val_size=80", "data.batch_size=32"]
 
 
-def run(command: list[str], expect_ok: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def run(command: list[str], expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (result.returncode == 0) == expect_ok, f"{' '.join(command)} exit {result.returncode}:\n{output}"
     return result
@@ -131,7 +131,9 @@ def test_torchrun_launch_with_two_local_processes(data_root, tmp_path):
     )
     assert "MEMBER: 2/2" in result.stdout + result.stderr
     assert metrics(run_dir)["world_size"] == 2 and (run_dir / "best_model.pth").is_file()
-    refused = run([*torchrun, "train.py", *TINY, *data_args(data_root), *TWO_CPU_PROCESSES], expect_ok=False)
+    # Started elsewhere, so the time-stamped directories Hydra makes before the refusal stay out of the repo.
+    refused_command = [*torchrun, str(REPO / "train.py"), *TINY, *data_args(data_root), *TWO_CPU_PROCESSES]
+    refused = run(refused_command, expect_ok=False, cwd=tmp_path)
     assert "without hydra.run.dir" in refused.stderr
 
 
