@@ -23,6 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from seres.checkpoint_io import atomic_save
@@ -88,6 +89,38 @@ def batch_and_lr_for(cfg: DictConfig, world_size: int) -> tuple[int, float]:
     return batch // world_size, lr
 
 
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {
+        k: v
+        for key, sub in tree.items()
+        for k, v in _flatten(sub, f"{prefix}.{key}" if prefix else key).items()
+    }
+
+
+def require_same_settings(checkpoint: Path, cfg: DictConfig) -> None:
+    """Refuse to resume a run under other settings than the ones its last.ckpt was made with."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"].get("config")
+    if saved is None:
+        return
+    # Where files are, how they load, the progress display and the switch itself may differ; nothing that
+    # shapes the training may.
+    ignored = ("resume", "paths.", "data.root", "data.num_workers", "progress")
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    before = _flatten(saved)
+    changed = sorted(
+        k for k in now.keys() | before.keys() if not k.startswith(ignored) and now.get(k) != before.get(k)
+    )
+    if changed:
+        details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise ValueError(
+            f"resume=true, but {checkpoint} was made with other settings ({details}). Resume with the "
+            f"settings it was started with (the first value of each pair) or start a new run directory."
+        )
+
+
 def save_network_weights(checkpoint_path: str, destination: Path) -> None:
     """Write the network's plain state_dict from a Lightning checkpoint, atomically."""
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
@@ -111,7 +144,11 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
         f"hparams/{k}": v for k, v in metrics.items() if k in ("best_val_acc", "test_acc") and v is not None
     }
     for logger in trainer.loggers:
-        logger.log_hyperparams(config, metrics=final) if final else logger.log_hyperparams(config)
+        # Only TensorBoard's hparams tab pairs a config with metrics; other loggers take the config alone.
+        if final and isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(config, metrics=final)
+        else:
+            logger.log_hyperparams(config)
         logger.save()
 
 
@@ -131,6 +168,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     last = run_dir / "last.ckpt"
     resume_from = str(last) if cfg.resume and last.is_file() else None
     if resume_from:
+        require_same_settings(last, cfg)
         log.info(f"resuming from {last}")
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)

@@ -70,6 +70,18 @@ class EpochSummary(L.Callback):
         self._epoch_start = 0.0
         self._validated = False
 
+    @rank_zero_only
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Keep only the rows of epochs the (restored) run has completed: a fresh run into an old directory
+        # starts an empty file, a resumed one drops the row of an epoch that was cut short.
+        if self.history_csv is None or not self.history_csv.is_file():
+            return
+        with open(self.history_csv, newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = [row for row in rows[1:] if row and int(row[0]) <= trainer.current_epoch]
+        with open(self.history_csv, "w", newline="") as handle:
+            csv.writer(handle).writerows(rows[:1] + kept if kept else [])
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
         self._validated = False
@@ -210,7 +222,8 @@ class TestFigures(L.Callback):
         matrix = trainer.strategy.reduce(self._confusion, reduce_op="sum").view(n, n)
         for index, name in enumerate(self.classes):
             accuracy = matrix[index, index].float() / matrix[index].sum().clamp(min=1)
-            # The same on every process (the counts are already summed); sync_dist only states that.
+            # The same on every process (the counts are already summed); sync_dist spares Lightning's DDP
+            # warning at the cost of one small all-reduce per class, once per test.
             pl_module.log(f"test/acc_{name}", accuracy, sync_dist=True)
         # all_gather adds a leading process dimension only when there are several processes.
         gathered = [pl_module.all_gather(t).reshape(-1, *t.shape[1:]) for t in self._wrong]
@@ -394,6 +407,13 @@ class TimeToAccuracy(L.Callback):
             self.seconds_to_target = round(self.train_seconds, 2)
             self.epoch_at_target = trainer.current_epoch + 1
 
+    def state_dict(self) -> dict[str, Any]:
+        # Kept in checkpoints, so a resumed run keeps counting from where it stopped.
+        return {k: getattr(self, k) for k in ("train_seconds", "seconds_to_target", "epoch_at_target")}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update(state_dict)
+
     def run_metrics(self) -> dict[str, Any]:
         return {
             "target_val_acc": self.target,
@@ -416,9 +436,16 @@ class StopOnNonFiniteLoss(L.Callback):
 
     def __init__(self) -> None:
         self._first_bad_step: Tensor | None = None
+        self._logging_step = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # Read on the steps Lightning logs anyway, where it waits for the device already.
+        self._logging_step = is_logging_step(trainer)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -428,7 +455,7 @@ class StopOnNonFiniteLoss(L.Callback):
             return
         newly_bad = ~torch.isfinite(loss.detach()) & (self._first_bad_step < 0)
         self._first_bad_step = torch.where(newly_bad, trainer.global_step, self._first_bad_step)
-        if is_logging_step(trainer):
+        if self._logging_step:
             self._check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

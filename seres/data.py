@@ -759,6 +759,12 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         )
 
     def train_dataloader(self) -> Any:
+        if self.pipeline == "gpu":
+            loader = self._gpu_train_loader()
+        else:
+            transform = build_train_transform(self.aug, self.mean, self.std)
+            dataset = TensorImageDataset(self.train_images, self.train_labels, transform)
+            loader = self._loader(dataset, self.batch_size, train=True)
         if self.trainer is not None:
             # Lightning makes an epoch's iterator (the first after a resume too) before the epoch's
             # on_train_epoch_start hook, so the seeds must be in place here already. With
@@ -766,11 +772,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
             # restored epoch count: the epoch about to run is the number processed so far.
             epoch = self.trainer.fit_loop.epoch_progress.current.processed
             self.set_epoch(epoch, self.trainer.global_rank)
-        if self.pipeline == "gpu":
-            return self._gpu_train_loader()
-        transform = build_train_transform(self.aug, self.mean, self.std)
-        dataset = TensorImageDataset(self.train_images, self.train_labels, transform)
-        return self._loader(dataset, self.batch_size, train=True)
+        return loader
 
     def _gpu_train_loader(self) -> Any:
         # Imported here so the CPU pipeline never needs the GPU module; reads self.trainer for the device

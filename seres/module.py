@@ -86,11 +86,13 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # Metrics accumulate on the device; they are reduced across ranks only when computed. The loss mean
-        # skips torchmetrics' NaN scan, a host sync every step (a NaN loss then shows as a NaN mean).
+        # Metrics accumulate on the device; they are reduced across ranks only when computed. Both skip
+        # torchmetrics' input checks (a NaN scan; torch.unique on the targets), each a host sync every step;
+        # a NaN loss then shows as a NaN mean.
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
-            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=num_classes, average="micro"))
+            accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+            setattr(self, f"{stage}_acc", accuracy)
         self.val_acc_best = MaxMetric()
         # Kept in checkpoints so a resumed run remembers its best validation accuracy.
         self.val_acc_best.persistent(True)
@@ -130,15 +132,12 @@ class ClassifierModule(L.LightningModule):
         if hasattr(datamodule, "set_epoch"):
             datamodule.set_epoch(self.current_epoch, self.global_rank)
 
-    def on_train_start(self) -> None:
-        # The sanity check's few validation batches must not count towards the best accuracy.
-        self.val_acc_best.reset()
-
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(self.val_acc.compute())
-        # Identical on every rank (val_acc is already reduced); sync_dist only states that.
+        # Identical on every rank (val_acc is already reduced); sync_dist spares Lightning's DDP warning at
+        # the cost of one all-reduce an epoch.
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:

@@ -35,9 +35,16 @@ def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, 
     resumes from its last.ckpt (`resume=true`). A job that fails gets a metrics.json with status "failed"
     and its exit code.
     """
-    finished = read_metrics(job_dir) or {}
-    same_job = finished.get("overrides") == [item for item in overrides if not item.startswith("resume=")]
-    if finished.get("status") == "completed" and same_job:
+    wanted = [item for item in overrides if not item.startswith("resume=")]
+    finished = read_metrics(job_dir)
+    if finished is not None and finished.get("overrides") != wanted:
+        # Resuming another job's last.ckpt would pass its result off as this one's; its files stay.
+        log.error(
+            f"job {job_dir.name} of this sweep directory ran other settings "
+            f"({' '.join(finished.get('overrides') or [])}); give this sweep a new hydra.sweep.dir"
+        )
+        return {"status": "other settings", "best_val_acc": None, "test_acc": None}
+    if finished is not None and finished.get("status") == "completed":
         log.info(f"job {job_dir.name} already completed, skipping it: {' '.join(overrides)}")
         return finished
     command = [
@@ -53,8 +60,9 @@ def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, 
     metrics = read_metrics(job_dir)
     if returncode == 0 and metrics is not None:
         return metrics
-    failed = {"status": "failed", "returncode": returncode, "best_val_acc": None, "test_acc": None}
-    (job_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
+    # Recorded with its overrides, so that a rerun of the sweep recognises (and retries) this job.
+    failed = {"status": "failed", "returncode": returncode, "overrides": wanted, "best_val_acc": None}
+    (job_dir / "metrics.json").write_text(json.dumps(failed | {"test_acc": None}, indent=2) + "\n")
     log.error(f"job {job_dir.name} failed with exit code {returncode}: {' '.join(overrides)}")
     return failed
 
@@ -64,8 +72,11 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
-        settings = dict(item.split("=", 1) for item in OmegaConf.load(overrides_file) if "=" in item)
+        overrides = list(OmegaConf.load(overrides_file))
+        settings = dict(item.split("=", 1) for item in overrides if "=" in item)
         metrics = read_metrics(job_dir) or {"status": "missing"}
+        if metrics.get("overrides") not in (None, overrides):
+            metrics = {"status": "other settings"}  # the files are another sweep's job of the same number
         rows.append({**metrics, "job": job_dir.name, "settings": settings})
     return sorted(rows, key=lambda row: int(row["job"]) if row["job"].isdigit() else math.inf)
 

@@ -94,6 +94,12 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     assert "resuming from" in resumed.stdout + resumed.stderr
     assert_same_weights(uninterrupted / "last.ckpt", killed / "last.ckpt")
     assert json.loads((killed / "metrics.json").read_text())["best_val_acc"] == first["best_val_acc"]
+    # The epoch table has each epoch once: the row of the epoch that was cut short is not kept twice.
+    epochs = [line.split(",")[0] for line in (killed / "epochs.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]
+    # Resuming under other settings is refused, naming what changed.
+    refused = run(*deterministic_run(data_root), *slow, "resume=true", "optimizer.lr=0.5", expect_ok=False)
+    assert "was made with other settings (optimizer.lr: 0.1 -> 0.5)" in refused.stderr
     # TensorBoard's curves continue in the same directory: each epoch's validation accuracy once, in order.
     assert val_acc_steps(killed) == val_acc_steps(uninterrupted)
 

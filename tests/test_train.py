@@ -158,3 +158,13 @@ def test_a_small_se_resnet_learns_real_cifar10(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # Chance is 10%; 120 steps of an 80k-parameter SE-ResNet reach about 30% on the real validation split.
     assert metrics["best_val_acc"] > 0.25, metrics
+
+
+def test_the_csv_logger_works_end_to_end(fake_cifar_bin, tmp_path):
+    run_dir = tmp_path / "csv"
+    run_train(
+        *TINY, *fake_data(fake_cifar_bin), "logger=csv", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"
+    )
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/acc", "test/acc"} <= set(header)
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
