@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seres.checkpoint_io import atomic_save
 from seres.config_checks import check_config
-from seres.model import count_parameters
-from seres.module import ClassifierModule
+from seres.model import RUNTIME_KEYS, count_parameters
+from seres.module import ClassifierModule, network_weights
 from seres.report import write_report
 from seres.sweep import run_job
 
@@ -39,7 +39,7 @@ log = logging.getLogger("seres")
 def build_network(model_cfg: DictConfig) -> torch.nn.Module:
     """The network from `model.*`; `model.channels_last` and `model.compile` say how it runs, not what."""
     settings = OmegaConf.to_container(model_cfg, resolve=True)
-    compile_net, channels_last = settings.pop("compile", False), settings.pop("channels_last", False)
+    channels_last, compile_net = (settings.pop(key, False) for key in RUNTIME_KEYS)
     net = instantiate(settings)
     if channels_last:
         # NHWC lets cuDNN use its fastest mixed-precision convolution kernels.
@@ -124,11 +124,7 @@ def require_same_settings(checkpoint: Path, cfg: DictConfig) -> None:
 def save_network_weights(checkpoint_path: str, destination: Path) -> None:
     """Write the network's plain state_dict from a Lightning checkpoint, atomically."""
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
-    # A compiled network nests the original under `_orig_mod.`; the plain model has no such prefix.
-    weights = {
-        k.removeprefix("net.").removeprefix("_orig_mod."): v for k, v in state.items() if k.startswith("net.")
-    }
-    atomic_save(weights, destination)
+    atomic_save(network_weights(state), destination)
 
 
 def write_json(data: dict[str, Any], destination: Path) -> None:

@@ -149,5 +149,9 @@ def check_architecture(
         raise ValueError(f"model.dropout={dropout}: must be in [0, 1)")
 
 
+# model.* keys that say how a run executes the network (memory layout, compilation), not what it is.
+RUNTIME_KEYS = ("channels_last", "compile")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

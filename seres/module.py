@@ -60,6 +60,19 @@ def flip_averaged_logits(net: nn.Module, x: Tensor) -> Tensor:
     return (net(x) + net(x.flip(-1))) / 2
 
 
+def network_weights(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The plain network's state_dict out of a ClassifierModule's (a Lightning checkpoint's `state_dict`).
+
+    Keeps the `net.` entries without that prefix; a compiled network also nests them under `_orig_mod.`.
+    """
+    prefix = "net."
+    return {
+        k.removeprefix(prefix).removeprefix("_orig_mod."): v
+        for k, v in state_dict.items()
+        if k.startswith(prefix)
+    }
+
+
 class ClassifierModule(L.LightningModule):
     """Trains `net` with cross-entropy; logs loss and accuracy per stage under `train/`, `val/`, `test/`.
 

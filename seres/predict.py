@@ -24,8 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
 from seres.data import CLASSES, build_eval_transform
-from seres.model import SEResNet
-from seres.module import flip_averaged_logits
+from seres.model import RUNTIME_KEYS, SEResNet
+from seres.module import flip_averaged_logits, network_weights
 
 # What a run directory offers, in order of preference: the Lightning checkpoint carries its own config.
 RUN_WEIGHTS = ("best.ckpt", "best_model.pth")
@@ -77,9 +77,8 @@ def build_network(model_config: dict[str, Any], source: Path) -> nn.Module:
     target = settings.pop("_target_", MODEL_TARGET)
     if target != MODEL_TARGET:
         raise ModelLoadError(f"{source}: model._target_={target!r}; only {MODEL_TARGET} can be rebuilt")
-    # These say how train.py ran the network (memory layout, compilation), not what it is.
-    settings.pop("channels_last", None)
-    settings.pop("compile", None)
+    for key in RUNTIME_KEYS:
+        settings.pop(key, None)
     try:
         return SEResNet(**settings)
     except (TypeError, ValueError) as error:
@@ -125,12 +124,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
             raise ModelLoadError(
                 f"{source} is not a checkpoint written by train.py (no state_dict or hyper_parameters.config)"
             )
-        # A compiled network nests its parameters under `_orig_mod.`.
-        weights = {
-            key.removeprefix("net.").removeprefix("_orig_mod."): value
-            for key, value in content["state_dict"].items()
-            if key.startswith("net.")
-        }
+        weights = network_weights(content["state_dict"])
     else:
         config = _config_of_state_dict(source)
         weights = content

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +15,21 @@ import pytest
 
 CLASS_COUNT = 10
 TRAIN_FILES = 5
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(REPO / "train.py")]
+
+
+def run_command(command: list[str], expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run a command as a user would, with tests/ importable (test callbacks); assert how it exits."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert (result.returncode == 0) == expect_ok, f"{' '.join(command)} exit {result.returncode}:\n{output}"
+    return result
+
+
+def run_train(*overrides: str, expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return run_command([*TRAIN, *overrides], expect_ok=expect_ok, cwd=cwd)
 
 
 def make_fake_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

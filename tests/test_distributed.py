@@ -1,14 +1,12 @@
 """DDP, torchrun and multirun sweeps with real processes on the CPU (issue: scale out)."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_fake_cifar10
+from conftest import run_command, run_train, write_fake_cifar10
 from omegaconf import OmegaConf
 
 from seres.data import CIFAR10DataModule
@@ -29,18 +27,6 @@ def data_root(tmp_path_factory) -> Path:
 def data_args(root: Path) -> list[str]:
     # 400 images, 80 held out: 320 = 2 ranks x 5 batches x 32, so one epoch covers every image exactly.
     return [f"data.root={root}", "data.verify=false", "data.val_size=80", "data.batch_size=32"]
-
-
-def run(command: list[str], expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
-    output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    assert (result.returncode == 0) == expect_ok, f"{' '.join(command)} exit {result.returncode}:\n{output}"
-    return result
-
-
-def train(*overrides: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "train.py", *overrides], expect_ok=expect_ok)
 
 
 def metrics(run_dir: Path) -> dict:
@@ -65,7 +51,7 @@ def test_ddp_ranks_see_disjoint_data_covering_the_set_and_val_acc_matches_one_pr
     pipeline, data_root, tmp_path
 ):
     run_dir = tmp_path / "run"
-    train(
+    run_train(
         *TINY,
         *data_args(data_root),
         *TWO_CPU_PROCESSES,
@@ -90,7 +76,7 @@ def test_ddp_ranks_see_disjoint_data_covering_the_set_and_val_acc_matches_one_pr
 
 def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root, tmp_path):
     run_dir = tmp_path / "global"
-    train(
+    run_train(
         *TINY,
         *data_args(data_root),
         *TWO_CPU_PROCESSES,
@@ -102,7 +88,7 @@ def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root,
     )
     result = metrics(run_dir)
     assert (result["global_batch_size"], result["lr"]) == (64, 0.1)
-    failed = train(
+    failed = run_train(
         *TINY,
         *data_args(data_root),
         *TWO_CPU_PROCESSES,
@@ -118,7 +104,7 @@ def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root,
 def test_torchrun_launch_with_two_local_processes(data_root, tmp_path):
     run_dir = tmp_path / "torchrun"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = run(
+    result = run_command(
         [
             *torchrun,
             "train.py",
@@ -133,7 +119,7 @@ def test_torchrun_launch_with_two_local_processes(data_root, tmp_path):
     assert metrics(run_dir)["world_size"] == 2 and (run_dir / "best_model.pth").is_file()
     # Started elsewhere, so the time-stamped directories Hydra makes before the refusal stay out of the repo.
     refused_command = [*torchrun, str(REPO / "train.py"), *TINY, *data_args(data_root), *TWO_CPU_PROCESSES]
-    refused = run(refused_command, expect_ok=False, cwd=tmp_path)
+    refused = run_command(refused_command, expect_ok=False, cwd=tmp_path)
     assert "without hydra.run.dir" in refused.stderr
 
 
@@ -148,7 +134,7 @@ def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_p
         "optimizer.lr=0.05,0.1",
         f"hydra.sweep.dir={sweep}",
     ]
-    first = train(*command)
+    first = run_train(*command)
     # Job subprocesses share the sweep's output: a DDP child that re-ran the sweep would launch it again.
     assert (first.stdout + first.stderr).count("Launching 4 jobs") == 1
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -177,7 +163,7 @@ def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_p
 
     # The same command again trains nothing: every job is already complete.
     stamps = {job.name: (job / "best.ckpt").stat().st_mtime_ns for job in jobs}
-    second = train(*command)
+    second = run_train(*command)
     assert (
         second.stdout.count("already completed, skipping it")
         + second.stderr.count("already completed, skipping it")
@@ -188,7 +174,7 @@ def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_p
 
 def test_a_failing_job_is_recorded_and_the_others_still_run(data_root, tmp_path):
     sweep = tmp_path / "sweep"
-    result = train(
+    result = run_train(
         "-m",
         *TINY,
         *data_args(data_root),
@@ -206,7 +192,7 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(data_root, tmp_path)
 
 def test_a_short_optuna_search_maximises_validation_accuracy(data_root, tmp_path):
     sweep = tmp_path / "search"
-    train(
+    run_train(
         "-m",
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",

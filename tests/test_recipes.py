@@ -1,12 +1,12 @@
 """Pieces the accuracy recipes are built from: parallel seeds, time to accuracy, EMA, the fast recipe."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_command
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,12 +21,6 @@ def cpu_run(root: Path, *overrides: str) -> list[str]:
     return [*TINY, *fake_data(root), "trainer.accelerator=cpu", "progress=false", *overrides]
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
 def test_fast_recipe_composes_to_the_gpu_settings():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=fast", "paths.output_dir=/unused"])
@@ -38,7 +32,9 @@ def test_fast_recipe_composes_to_the_gpu_settings():
 def test_seeds_run_in_parallel_and_report_mean_and_spread(fake_cifar_bin, tmp_path):
     out = tmp_path / "seeds"
     overrides = cpu_run(fake_cifar_bin, "trainer.max_epochs=1")
-    run([sys.executable, "-m", "seres.seeds", "--out", str(out), "--seeds", "0", "1", "--", *overrides])
+    run_command(
+        [sys.executable, "-m", "seres.seeds", "--out", str(out), "--seeds", "0", "1", "--", *overrides]
+    )
     summary = json.loads((out / "seeds.json").read_text())
     runs = [summary["runs"][str(seed)] for seed in (0, 1)]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "completed" for r in runs)
@@ -56,7 +52,7 @@ def test_time_to_accuracy_is_recorded_in_metrics(target, reached, fake_cifar_bin
         "+callbacks.tta_time._target_=seres.callbacks.TimeToAccuracy",
         f"+callbacks.tta_time.target={target}",
     ]
-    run(
+    run_command(
         [
             sys.executable,
             "train.py",
@@ -81,7 +77,7 @@ def test_ema_weights_are_validated_checkpointed_and_exported(fake_cifar_bin, tmp
         "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
         "+callbacks.ema.decay=0.9",
     ]
-    run(
+    run_command(
         [
             sys.executable,
             "train.py",

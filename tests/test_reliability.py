@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import real_cifar_root, write_fake_cifar10
+from conftest import TRAIN, real_cifar_root, run_train, write_fake_cifar10
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,20 +37,6 @@ def deterministic_run(root: Path) -> list[str]:
     return [*TINY, *data, *rest, "trainer.max_epochs=3", "test=false", "progress=false"]
 
 
-def command(*overrides: str) -> list[str]:
-    return [sys.executable, "train.py", *overrides]
-
-
-def run(*overrides: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    result = subprocess.run(
-        command(*overrides), cwd=REPO, capture_output=True, text=True, timeout=600, env=env
-    )
-    output = f"{result.stdout[-3000:]}\n{result.stderr[-4000:]}"
-    assert (result.returncode == 0) == expect_ok, f"exit {result.returncode}:\n{output}"
-    return result
-
-
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
 
@@ -64,9 +50,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     uninterrupted, again, killed = tmp_path / "uninterrupted", tmp_path / "again", tmp_path / "killed"
-    run(*deterministic_run(data_root), f"hydra.run.dir={uninterrupted}")
+    run_train(*deterministic_run(data_root), f"hydra.run.dir={uninterrupted}")
     # Reproducibility: the same config and seed give the same weights and metrics.
-    run(*deterministic_run(data_root), f"hydra.run.dir={again}")
+    run_train(*deterministic_run(data_root), f"hydra.run.dir={again}")
     assert_same_weights(uninterrupted / "last.ckpt", again / "last.ckpt")
     first, second = (json.loads((d / "metrics.json").read_text()) for d in (uninterrupted, again))
     assert first["best_val_acc"] == second["best_val_acc"]
@@ -75,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     slow = ["+callbacks.slow._target_=recording.SlowSteps", f"hydra.run.dir={killed}"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     process = subprocess.Popen(
-        command(*deterministic_run(data_root), *slow),
+        [*TRAIN, *deterministic_run(data_root), *slow],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -90,7 +76,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     assert torch.load(killed / "last.ckpt", weights_only=False)["epoch"] == 0, "not killed during epoch 2"
     assert not (killed / "metrics.json").exists()
 
-    resumed = run(*deterministic_run(data_root), *slow, "resume=true")
+    resumed = run_train(*deterministic_run(data_root), *slow, "resume=true")
     assert "resuming from" in resumed.stdout + resumed.stderr
     assert_same_weights(uninterrupted / "last.ckpt", killed / "last.ckpt")
     assert json.loads((killed / "metrics.json").read_text())["best_val_acc"] == first["best_val_acc"]
@@ -98,7 +84,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     epochs = [line.split(",")[0] for line in (killed / "epochs.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]
     # Resuming under other settings is refused, naming what changed.
-    refused = run(*deterministic_run(data_root), *slow, "resume=true", "optimizer.lr=0.5", expect_ok=False)
+    refused = run_train(
+        *deterministic_run(data_root), *slow, "resume=true", "optimizer.lr=0.5", expect_ok=False
+    )
     assert "was made with other settings (optimizer.lr: 0.1 -> 0.5)" in refused.stderr
     # TensorBoard's curves continue in the same directory: each epoch's validation accuracy once, in order.
     assert val_acc_steps(killed) == val_acc_steps(uninterrupted)
@@ -134,7 +122,7 @@ def test_a_kill_during_checkpoint_writing_leaves_the_previous_file_intact(tmp_pa
 
 def test_an_absurd_learning_rate_stops_with_a_clear_message(data_root, tmp_path):
     run_dir = tmp_path / "diverged"
-    failed = run(
+    failed = run_train(
         *deterministic_run(data_root),
         "optimizer.lr=1e6",
         "trainer.gradient_clip_val=null",
@@ -167,7 +155,7 @@ def test_an_absurd_learning_rate_stops_with_a_clear_message(data_root, tmp_path)
 )
 def test_bad_configs_are_refused_before_any_work(override, message, data_root, tmp_path):
     run_dir = tmp_path / "refused"
-    failed = run(*deterministic_run(data_root), override, f"hydra.run.dir={run_dir}", expect_ok=False)
+    failed = run_train(*deterministic_run(data_root), override, f"hydra.run.dir={run_dir}", expect_ok=False)
     assert message in failed.stderr
     assert not (run_dir / "last.ckpt").exists() and not (run_dir / "tensorboard").exists()
 
@@ -209,7 +197,7 @@ def remove(source: Path, target: Path) -> None:
 def test_damaged_data_files_are_named_and_nothing_is_trained(damage, message, tmp_path):
     root = damaged_copy(tmp_path, damage)
     run_dir = tmp_path / "run"
-    failed = run(
+    failed = run_train(
         *TINY, f"data.root={root}", "trainer.accelerator=cpu", f"hydra.run.dir={run_dir}", expect_ok=False
     )
     assert message in failed.stderr

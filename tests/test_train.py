@@ -1,34 +1,22 @@
 """The real entry point end to end, in subprocesses: one process, DDP on 2 CPUs, a 2x2 multirun, real data."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import real_cifar_root
+from conftest import real_cifar_root, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seres.data import build_eval_transform, load_cifar10
 from seres.model import SEResNet
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
 RUN_FILES = ["best.ckpt", "last.ckpt", "best_model.pth", "metrics.json", ".hydra/config.yaml"]
 
 
 def tiny_net() -> SEResNet:
     return SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
-
-
-def run_train(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "train.py", *overrides]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, (
-        f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    )
-    return result
 
 
 def fake_data(root: Path) -> list[str]:
@@ -124,7 +112,6 @@ def test_multirun_two_by_two_gives_four_complete_jobs(fake_cifar_bin, tmp_path):
         "trainer.max_epochs=1,2",
         "optimizer.lr=0.05,0.1",
         f"hydra.sweep.dir={sweep_dir}",
-        timeout=600,
     )
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(jobs) == 4
@@ -153,7 +140,6 @@ def test_a_small_se_resnet_learns_real_cifar10(tmp_path):
         "optimizer.lr=0.05",
         "test=false",
         f"hydra.run.dir={run_dir}",
-        timeout=600,
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # Chance is 10%; 120 steps of an 80k-parameter SE-ResNet reach about 30% on the real validation split.
