@@ -34,9 +34,10 @@ import lightning
 import numpy as np
 import torch
 import torchvision
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from torchvision.transforms import v2
 
 log = logging.getLogger(__name__)
@@ -748,14 +749,31 @@ class CIFAR10DataModule(lightning.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         # Workers are started anew every epoch (not persistent) so that their seeds follow set_epoch.
         # Lightning swaps the random sampler for a DistributedSampler under DDP, which is seeded per epoch.
+        sampler = (
+            RandomSampler(dataset, generator=self._order_generator) if train else self._eval_sampler(dataset)
+        )
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=RandomSampler(dataset, generator=self._order_generator) if train else None,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             generator=self._worker_generator if train else None,
+        )
+
+    def _eval_sampler(self, dataset: Dataset) -> Sampler | None:
+        """Under DDP, each process evaluates every world_size-th image, and no image twice.
+
+        Lightning's default DistributedSampler would pad a split that does not divide by the number of
+        processes with repeated images, which then count twice in the accuracy. Uneven shards are safe here:
+        evaluation runs no collective per batch (the metrics are reduced once, at the epoch's end).
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def train_dataloader(self) -> Any:

@@ -33,9 +33,9 @@ def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def evaluate_on_val(run_dir: Path, root: Path) -> float:
+def evaluate_on_val(run_dir: Path, root: Path, val_size: int = 80) -> float:
     """Accuracy of best_model.pth on the validation split, in this single process."""
-    data = CIFAR10DataModule(root=str(root), verify=False, val_size=80, batch_size=32, num_workers=0)
+    data = CIFAR10DataModule(root=str(root), verify=False, val_size=val_size, batch_size=32, num_workers=0)
     data.setup()
     net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
     net.load_state_dict(torch.load(run_dir / "best_model.pth", weights_only=True))
@@ -72,6 +72,23 @@ def test_ddp_ranks_see_disjoint_data_covering_the_set_and_val_acc_matches_one_pr
     # Metrics are reduced over both ranks: the logged accuracy is the one of the whole validation split.
     assert metrics(run_dir)["best_val_acc"] == pytest.approx(evaluate_on_val(run_dir, data_root), abs=1e-6)
     assert metrics(run_dir)["world_size"] == 2
+
+
+def test_ddp_evaluation_counts_every_image_once_when_the_split_does_not_divide(data_root, tmp_path):
+    # 81 validation images over 2 processes: a padded sampler would evaluate one image twice.
+    run_dir = tmp_path / "odd"
+    run_train(
+        *TINY,
+        *data_args(data_root),
+        *TWO_CPU_PROCESSES,
+        "data.val_size=81",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert metrics(run_dir)["best_val_acc"] == pytest.approx(
+        evaluate_on_val(run_dir, data_root, 81), abs=1e-6
+    )
 
 
 def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root, tmp_path):
