@@ -31,6 +31,7 @@ from seres.config_checks import check_config
 from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
 from seres.report import write_report
+from seres.resume import require_same_settings
 from seres.sweep import run_job
 
 log = logging.getLogger("seres")
@@ -87,38 +88,6 @@ def batch_and_lr_for(cfg: DictConfig, world_size: int) -> tuple[int, float]:
             f"data.batch_size={batch - batch % world_size or world_size}"
         )
     return batch // world_size, lr
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}"""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    return {
-        k: v
-        for key, sub in tree.items()
-        for k, v in _flatten(sub, f"{prefix}.{key}" if prefix else key).items()
-    }
-
-
-def require_same_settings(checkpoint: Path, cfg: DictConfig) -> None:
-    """Refuse to resume a run under other settings than the ones its last.ckpt was made with."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"].get("config")
-    if saved is None:
-        return
-    # Where files are, how they load, the progress display and the switch itself may differ; nothing that
-    # shapes the training may.
-    ignored = ("resume", "paths.", "data.root", "data.num_workers", "progress")
-    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    before = _flatten(saved)
-    changed = sorted(
-        k for k in now.keys() | before.keys() if not k.startswith(ignored) and now.get(k) != before.get(k)
-    )
-    if changed:
-        details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
-        raise ValueError(
-            f"resume=true, but {checkpoint} was made with other settings ({details}). Resume with the "
-            f"settings it was started with (the first value of each pair) or start a new run directory."
-        )
 
 
 def save_network_weights(checkpoint_path: str, destination: Path) -> None:

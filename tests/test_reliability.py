@@ -83,11 +83,13 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     # The epoch table has each epoch once: the row of the epoch that was cut short is not kept twice.
     epochs = [line.split(",")[0] for line in (killed / "epochs.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]
-    # Resuming under other settings is refused, naming what changed.
+    # Resuming under other settings is refused, naming what changed, and leaves the run's files untouched.
+    before = {path: path.read_bytes() for path in sorted(killed.rglob("*")) if path.is_file()}
     refused = run_train(
         *deterministic_run(data_root), *slow, "resume=true", "optimizer.lr=0.5", expect_ok=False
     )
     assert "was made with other settings (optimizer.lr: 0.1 -> 0.5)" in refused.stderr
+    assert {path: path.read_bytes() for path in sorted(killed.rglob("*")) if path.is_file()} == before
     # TensorBoard's curves continue in the same directory: each epoch's validation accuracy once, in order.
     assert val_acc_steps(killed) == val_acc_steps(uninterrupted)
 
