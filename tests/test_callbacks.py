@@ -135,3 +135,22 @@ def test_progress_bar_shows_images_per_second_and_the_loss_and_is_silent_when_di
     fit.fit(tiny_module(), batches())
     assert quiet.is_disabled and quiet.progress is None  # no rich display was ever started
     assert "img/s" not in quiet.get_metrics(fit, module)
+
+
+@pytest.mark.parametrize(("target", "reached_first"), [(0.0, True), (1.01, False)])
+def test_time_to_accuracy_keeps_counting_across_a_resume(target, reached_first, tmp_path):
+    first = callbacks.TimeToAccuracy(target=target)
+    fit = trainer([first], max_epochs=1, enable_checkpointing=True, default_root_dir=tmp_path)
+    fit.fit(tiny_module(), batches(), batches(16))
+    checkpoint = tmp_path / "epoch1.ckpt"
+    fit.save_checkpoint(checkpoint)
+
+    resumed = callbacks.TimeToAccuracy(target=target)
+    fit = trainer([resumed], max_epochs=2, enable_checkpointing=True, default_root_dir=tmp_path)
+    fit.fit(tiny_module(), batches(), batches(16), ckpt_path=checkpoint)
+    # The second run starts from the first one's clock and adds its own epoch to it.
+    assert resumed.train_seconds > first.train_seconds > 0
+    if reached_first:
+        assert (resumed.epoch_at_target, resumed.seconds_to_target) == (1, first.seconds_to_target)
+    else:
+        assert resumed.seconds_to_target is None and resumed.epoch_at_target is None
