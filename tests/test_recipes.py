@@ -29,6 +29,34 @@ def test_fast_recipe_composes_to_the_gpu_settings():
     assert cfg.callbacks.time_to_accuracy.target == 0.94
 
 
+def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=best", "paths.output_dir=/unused"])
+    assert cfg.model.layer4 and cfg.model.se_reduction > 0 and cfg.trainer.max_epochs <= 200
+    assert cfg.data.aug.cutout == 16 and cfg.data.aug.crop_padding == 4 and cfg.data.aug.flip
+    assert cfg.label_smoothing == 0.1 and cfg.tta
+    assert cfg.callbacks.ema._target_ == "lightning.pytorch.callbacks.EMAWeightAveraging"
+
+
+@pytest.mark.parametrize("recipe", ["best", "fast"])
+def test_recipe_runs_end_to_end_on_the_cpu_at_tiny_size(recipe, fake_cifar_bin, tmp_path):
+    # The recipe's own pipeline, augmentation, schedule and callbacks; only the size and the GPU-only
+    # switches (bf16, compilation) are changed.
+    run_dir = tmp_path / recipe
+    cpu_only = ["trainer=cpu", "model.compile=false", "data.eval_batch_size=64", "trainer.max_epochs=2"]
+    run_command(
+        [
+            sys.executable,
+            "train.py",
+            f"experiment={recipe}",
+            *cpu_run(fake_cifar_bin, *cpu_only),
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2 and metrics["test_acc"] is not None
+
+
 def test_seeds_run_in_parallel_and_report_mean_and_spread(fake_cifar_bin, tmp_path):
     out = tmp_path / "seeds"
     overrides = cpu_run(fake_cifar_bin, "trainer.max_epochs=1")
