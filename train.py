@@ -90,6 +90,17 @@ def batch_and_lr_for(cfg: DictConfig, world_size: int) -> tuple[int, float]:
     return batch // world_size, lr
 
 
+def load_tested_weights(module: ClassifierModule, checkpoint_path: str) -> None:
+    """Put the checkpoint's weights (with EMA, the averaged ones) into `module` for the final test.
+
+    Not trainer.test(ckpt_path=...): after a fit, Lightning's WeightAveraging callback answers that load by
+    putting the raw, unaveraged weights back into the module, so the test would not see the averaged weights
+    that were validated, selected and saved.
+    """
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+
+
 def save_network_weights(checkpoint_path: str, destination: Path) -> None:
     """Write the network's plain state_dict from a Lightning checkpoint, atomically."""
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
@@ -163,7 +174,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             metrics.update(callback.run_metrics())
     if cfg.test:
         # The best checkpoint by validation accuracy, never the last epoch's weights by default.
-        (results,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+        if best_path:
+            load_tested_weights(module, best_path)
+        (results,) = trainer.test(module, datamodule=datamodule)
         metrics["test_acc"] = results.get("test/acc")
         metrics["test_loss"] = results.get("test/loss")
 

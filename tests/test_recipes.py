@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import run_command
 from hydra import compose, initialize_config_dir
+
+from seres.data import CIFAR10DataModule
+from seres.model import SEResNet
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
@@ -119,3 +123,17 @@ def test_ema_weights_are_validated_checkpointed_and_exported(fake_cifar_bin, tmp
     assert not torch.equal(averaged["net.fc.weight"], current["net.fc.weight"])
     exported = torch.load(run_dir / "best_model.pth", weights_only=True)
     assert torch.equal(exported["fc.weight"], averaged["net.fc.weight"])
+    # The test after fitting used the averaged weights too: its loss is theirs, not the raw weights'.
+    test_loss = json.loads((run_dir / "metrics.json").read_text())["test_loss"]
+    assert test_loss == pytest.approx(loss_on_test_split(exported, fake_cifar_bin), abs=1e-5)
+
+
+def loss_on_test_split(state_dict: dict, root: Path) -> float:
+    """Mean cross-entropy of the tiny network with `state_dict` over the test split, in this process."""
+    data = CIFAR10DataModule(root=str(root), verify=False, val_size=100, num_workers=0)
+    data.setup()
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    net.load_state_dict(state_dict)
+    with torch.no_grad():
+        losses = [F.cross_entropy(net(x), y, reduction="sum") for x, y in data.test_dataloader()]
+    return float(sum(losses)) / len(data.test_labels)
