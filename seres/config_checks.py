@@ -64,6 +64,12 @@ def check_devices(config: dict[str, Any]) -> None:
         return  # "auto", -1 and device lists are resolved by Lightning itself
     uses_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     available = torch.cuda.device_count() if uses_gpu else (os.cpu_count() or 1)
+    if uses_gpu and available == 0:
+        # e.g. experiment=fast or trainer=gpu on a laptop
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r} is not allowed: this machine has no GPU that torch can "
+            "use; run on the CPU with trainer=cpu"
+        )
     kind = "GPUs" if uses_gpu else "CPU cores"
     _require(
         devices <= available,

@@ -149,6 +149,12 @@ def test_an_absurd_learning_rate_stops_with_a_clear_message(data_root, tmp_path)
         ("optimizer.lr=fast", "optimizer.lr='fast' must be a number"),
         ("data.val_size=50000", "data.val_size=50000 is not allowed: an integer from 1 to 49999"),
         ("trainer.devices=64", "trainer.devices=64 is not allowed: this machine has"),
+        pytest.param(
+            "trainer.accelerator=gpu",
+            "trainer.accelerator='gpu' is not allowed: this machine has no GPU that torch can use; run on "
+            "the CPU with trainer=cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
         ("scheduler=linear", "Could not find 'scheduler/linear'"),
         ("data/aug=fancy", "Could not find 'data/aug/fancy'"),
         ("+data.aug.blur=1", "unknown augmentation setting(s) data.aug.blur"),
