@@ -207,6 +207,19 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(data_root, tmp_path)
     assert "| 1 | 100000 | failed |" in (sweep / "summary.md").read_text()
 
 
+def test_a_sweep_directory_reused_with_other_settings_is_refused_and_keeps_its_results(data_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    common = ["-m", *TINY, *data_args(data_root), "trainer.accelerator=cpu", f"hydra.sweep.dir={sweep}"]
+    run_train(*common, "trainer.max_epochs=1", "optimizer.lr=0.05")
+    kept = {name: (sweep / "0" / name).read_bytes() for name in ("metrics.json", "best.ckpt")}
+
+    other = run_train(*common, "trainer.max_epochs=1", "optimizer.lr=0.2", expect_ok=False)
+    assert "job 0 of this sweep directory ran other settings" in other.stdout + other.stderr
+    assert "give this sweep a new hydra.sweep.dir" in other.stdout + other.stderr
+    assert {name: (sweep / "0" / name).read_bytes() for name in kept} == kept
+    assert "| 0 | other settings |" in (sweep / "summary.md").read_text()
+
+
 def test_a_short_optuna_search_maximises_validation_accuracy(data_root, tmp_path):
     sweep = tmp_path / "search"
     run_train(
