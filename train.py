@@ -30,7 +30,7 @@ from seres.checkpoint_io import atomic_save
 from seres.config_checks import check_config
 from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
-from seres.report import write_report
+from seres.report import percent, write_report
 from seres.resume import require_same_settings
 from seres.sweep import run_job
 
@@ -191,9 +191,6 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def summary(metrics: dict[str, Any], run_dir: Path) -> str:
-    def percent(value: float | None) -> str:
-        return "-" if value is None else f"{100 * value:.2f}%"
-
     return (
         f"done: best val acc {percent(metrics['best_val_acc'])}, test acc {percent(metrics['test_acc'])}, "
         f"{metrics['params']:,} parameters, {metrics['epochs']} epochs in {metrics['fit_seconds']:.0f}s\n"

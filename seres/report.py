@@ -164,14 +164,15 @@ def write_confusion(matrix: np.ndarray, classes: Sequence[str], destination: Pat
     destination.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """0.9127 -> "91.27%", None -> "-"."""
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     rows = [
-        ("best validation accuracy", _percent(metrics.get("best_val_acc"))),
-        ("test accuracy (best checkpoint)", _percent(metrics.get("test_acc"))),
+        ("best validation accuracy", percent(metrics.get("best_val_acc"))),
+        ("test accuracy (best checkpoint)", percent(metrics.get("test_acc"))),
         ("test loss", "-" if metrics.get("test_loss") is None else f"{metrics['test_loss']:.4f}"),
         ("parameters", f"{metrics['params']:,}" if "params" in metrics else "-"),
         ("epochs", str(metrics.get("epochs", "-"))),
@@ -189,7 +190,7 @@ def _class_table(matrix: np.ndarray, classes: Sequence[str]) -> list[str]:
         wrong[index] = -1
         confused = int(wrong.argmax())
         mistaken = f"{classes[confused]} ({row[confused]} images)" if row[confused] else "-"
-        lines.append(f"| {name} | {_percent(row[index] / max(row.sum(), 1))} | {mistaken} |")
+        lines.append(f"| {name} | {percent(row[index] / max(row.sum(), 1))} | {mistaken} |")
     return lines
 
 
