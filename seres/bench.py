@@ -225,48 +225,55 @@ def _short(path: str) -> str:
 
 def time_steps(
     step: Callable[[Tensor, Tensor], None],
-    batches: Iterator,
+    loader: Iterable,
     device: torch.device,
     batch_size: int,
     warmup: int,
     steps: int,
     check_syncs: bool = False,
 ) -> dict[str, Any]:
-    """Run `warmup` steps, then time `steps` more; `step(x, y)` enqueues one step's work.
+    """Run `warmup` steps, then time `steps` more over `loader`'s batches; `step(x, y)` enqueues one step.
 
     first_step_s holds compilation, if any; warmup_s all warm-up steps, the first included. With
     `check_syncs` on CUDA the timed steps run under set_sync_debug_mode("error"); a host sync there is
     reported and the steps are timed again without the check.
     """
-    started = time.perf_counter()
-    step(*next(batches))
-    synchronize(device)
-    first = time.perf_counter() - started
-    for _ in range(warmup - 1):
+    batches = forever(loader)
+    try:
+        started = time.perf_counter()
         step(*next(batches))
-    synchronize(device)
-    result: dict[str, Any] = {"first_step_s": first, "warmup_s": time.perf_counter() - started}
-
-    def timed() -> Stopwatch:
-        clock = Stopwatch(device, steps)
-        clock.start()
-        for _ in range(steps):
+        synchronize(device)
+        first = time.perf_counter() - started
+        for _ in range(warmup - 1):
             step(*next(batches))
-            clock.tick()
-        clock.stop()
-        return clock
+        synchronize(device)
+        result: dict[str, Any] = {"first_step_s": first, "warmup_s": time.perf_counter() - started}
 
-    if check_syncs and device.type == "cuda":
-        try:
-            with sync_debug_mode("error"):
+        def timed() -> Stopwatch:
+            clock = Stopwatch(device, steps)
+            clock.start()
+            for _ in range(steps):
+                step(*next(batches))
+                clock.tick()
+            clock.stop()
+            return clock
+
+        if check_syncs and device.type == "cuda":
+            try:
+                with sync_debug_mode("error"):
+                    clock = timed()
+                result["host_syncs"] = "no host syncs: verified"
+            except RuntimeError as error:
+                result["host_syncs"] = f"host sync found: {describe_sync(error)}"
+                # An error raised inside the batch generator has ended it: time again on a fresh one.
+                batches.close()
+                batches = forever(loader)
                 clock = timed()
-            result["host_syncs"] = "no host syncs: verified"
-        except RuntimeError as error:
-            result["host_syncs"] = f"host sync found: {describe_sync(error)}"
+        else:
+            result["host_syncs"] = "not checked" + (" (CPU)" if device.type != "cuda" else "")
             clock = timed()
-    else:
-        result["host_syncs"] = "not checked" + (" (CPU)" if device.type != "cuda" else "")
-        clock = timed()
+    finally:
+        batches.close()  # a DataLoader's worker processes stop with it
     return {**result, **clock.result(batch_size)}
 
 
@@ -366,7 +373,7 @@ def data_pipeline(loader: GPUTrainLoader, settings: Settings) -> dict[str, Any]:
     epoch = len(loader)
     return time_steps(
         lambda x, y: None,
-        forever(loader),
+        loader,
         settings.torch_device,
         settings.batch_size,
         warmup=epoch,
@@ -401,7 +408,7 @@ def plain_loop(net: nn.Module, loader: GPUTrainLoader, settings: Settings) -> di
     net.train()
     result = time_steps(
         step,
-        forever(loader),
+        loader,
         device,
         settings.batch_size,
         settings.warmup,
@@ -579,11 +586,7 @@ def seed_loop(images: Tensor, labels: Tensor, settings: Settings) -> dict[str, A
         report["correct"] += int((logits.argmax(dim=1) == y).sum().item())
 
     net.train()
-    batches = forever(loader)
-    try:
-        result = time_steps(step, batches, device, SEED_BATCH_SIZE, settings.seed_warmup, settings.seed_steps)
-    finally:
-        batches.close()  # stops the worker processes
+    result = time_steps(step, loader, device, SEED_BATCH_SIZE, settings.seed_warmup, settings.seed_steps)
     result["mean_loss"] = report["loss"] / (settings.seed_warmup + settings.seed_steps)
     result["workers"] = settings.seed_workers
     return result
