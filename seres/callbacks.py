@@ -15,12 +15,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from rich.file_proxy import FileProxy
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from seres.data import CLASSES
 from seres.report import (
@@ -421,6 +422,28 @@ class TimeToAccuracy(L.Callback):
             "epoch_at_target": self.epoch_at_target,
             "train_seconds": round(self.train_seconds, 2),
         }
+
+
+class EMA(WeightAveraging):
+    """Exponential moving average of the weights: Lightning's WeightAveraging with torch's batched update.
+
+    Validation, checkpoints (their `state_dict`), best_model.pth and the final test use the averaged weights,
+    as with Lightning's EMAWeightAveraging. That one updates tensor by tensor, hundreds of small kernels per
+    update; torch's foreach EMA needs a few. Each update also makes the host wait for the device twice
+    (torch's AveragedModel reads its counter), so `every_n_steps` > 1 keeps a fast GPU fed.
+    """
+
+    def __init__(self, decay: float = 0.999, every_n_steps: int = 1, use_buffers: bool = True) -> None:
+        if not 0.0 < decay < 1.0 or every_n_steps < 1:
+            raise ValueError(
+                f"EMA(decay={decay}, every_n_steps={every_n_steps}): decay must be in (0, 1) and "
+                "every_n_steps >= 1, e.g. decay=0.999 every_n_steps=1"
+            )
+        super().__init__(use_buffers=use_buffers, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.every_n_steps = every_n_steps
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx % self.every_n_steps == 0
 
 
 class NonFiniteLossError(RuntimeError):

@@ -2,16 +2,21 @@
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_command
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader, TensorDataset
 
 from seres.data import CIFAR10DataModule
 from seres.model import SEResNet
+from seres.module import ClassifierModule
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
@@ -39,7 +44,35 @@ def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():
     assert cfg.model.layer4 and cfg.model.se_reduction > 0 and cfg.trainer.max_epochs <= 200
     assert cfg.data.aug.cutout == 16 and cfg.data.aug.crop_padding == 4 and cfg.data.aug.flip
     assert cfg.label_smoothing == 0.1 and cfg.tta
-    assert cfg.callbacks.ema._target_ == "lightning.pytorch.callbacks.EMAWeightAveraging"
+    assert cfg.callbacks.ema._target_ == "seres.callbacks.EMA"
+
+
+class RecordFcWeight(L.Callback):
+    """The classifier's weights after each optimizer step, by global step."""
+
+    def __init__(self) -> None:
+        self.after_step: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.after_step[trainer.global_step] = pl_module.net.fc.weight.detach().clone()
+
+
+def test_best_recipe_ema_averages_every_fourth_step_with_its_decay():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=best", "paths.output_dir=/unused"])
+    ema, record = instantiate(cfg.callbacks.ema), RecordFcWeight()
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1))
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=8, callbacks=[record, ema], logger=False, enable_checkpointing=False
+    )
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=8))
+    # Updates after steps 1 (a copy) and 5; training's end puts the average into the module.
+    decay = cfg.callbacks.ema.decay
+    assert cfg.callbacks.ema.every_n_steps == 4
+    expected = decay * record.after_step[1] + (1 - decay) * record.after_step[5]
+    torch.testing.assert_close(net.fc.weight.detach(), expected)
 
 
 @pytest.mark.parametrize("recipe", ["best", "fast"])
@@ -106,7 +139,7 @@ def test_time_to_accuracy_is_recorded_in_metrics(target, reached, fake_cifar_bin
 def test_ema_weights_are_validated_checkpointed_and_exported(fake_cifar_bin, tmp_path):
     run_dir = tmp_path / "ema"
     ema = [
-        "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "+callbacks.ema._target_=seres.callbacks.EMA",
         "+callbacks.ema.decay=0.9",
     ]
     run_command(
