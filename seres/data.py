@@ -662,7 +662,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
     """CIFAR-10 train/val/test loaders; val is a stratified hold-out of the official training set.
 
     After :meth:`setup`, ``train_images``/``val_images``/``test_images`` are uint8 (N, 3, 32, 32) tensors
-    and ``*_labels`` int64 (N,) tensors. ``pipeline="gpu"`` replaces only the training loader.
+    and ``*_labels`` int64 (N,) tensors. ``pipeline="gpu"`` keeps every split on the training device.
     """
 
     num_classes = len(CLASSES)
@@ -707,6 +707,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         self.channels_last = channels_last
         self._order_generator, self._worker_generator = torch.Generator(), torch.Generator()
         self._gpu_loader: Any = None
+        self._gpu_eval_loaders: dict[str, Any] = {}
         self._loaded = False
 
     def prepare_data(self) -> None:
@@ -822,14 +823,33 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         images, labels = batch
         return images.contiguous(memory_format=torch.channels_last), labels
 
-    def val_dataloader(self) -> DataLoader:
-        transform = build_eval_transform(self.mean, self.std)
-        dataset = TensorImageDataset(self.val_images, self.val_labels, transform)
-        return self._loader(dataset, self.eval_batch_size, train=False)
+    def val_dataloader(self) -> Any:
+        return self._eval_loader("val", self.val_images, self.val_labels)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Any:
+        return self._eval_loader("test", self.test_images, self.test_labels)
+
+    def _eval_loader(self, split: str, images: Tensor, labels: Tensor) -> Any:
+        if self.pipeline == "gpu" and self.trainer is not None:
+            # With the training set on the device, the evaluation splits go there too: no worker processes
+            # to start at every validation, no copies. Made once; Lightning asks again every epoch.
+            from seres.gpu_pipeline import GPUEvalLoader
+
+            if split not in self._gpu_eval_loaders:
+                self._gpu_eval_loaders[split] = GPUEvalLoader(
+                    images,
+                    labels,
+                    self.eval_batch_size,
+                    self.mean,
+                    self.std,
+                    device=self.trainer.strategy.root_device,
+                    rank=self.trainer.global_rank,
+                    world_size=self.trainer.world_size,
+                    channels_last=self.channels_last,
+                )
+            return self._gpu_eval_loaders[split]
         transform = build_eval_transform(self.mean, self.std)
-        dataset = TensorImageDataset(self.test_images, self.test_labels, transform)
+        dataset = TensorImageDataset(images, labels, transform)
         return self._loader(dataset, self.eval_batch_size, train=False)
 
 

@@ -314,6 +314,44 @@ class GPUTrainLoader:
         return x
 
 
+class GPUEvalLoader:
+    """Unaugmented batches of a whole split (validation, test), normalised once, on the device.
+
+    Under DDP each rank takes every world_size-th image, so the ranks together see each image exactly once
+    (as the CPU path's sampler does); batches come in a fixed order, the last one possibly smaller.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        mean: ChannelStats,
+        std: ChannelStats,
+        device: torch.device | str,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        _check_dataset(images, labels)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        device = torch.device(device)
+        shard = slice(rank, None, world_size)
+        # One copy of this rank's share to the device, normalised as the CPU eval transform does (bitwise).
+        x = normalize(images[shard].to(device), torch.as_tensor(mean), torch.as_tensor(std))
+        self.images = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        self.labels = labels[shard].to(device, torch.int64)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, len(self.labels), self.batch_size):
+            yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+
+
 def _check_dataset(images: Tensor, labels: Tensor) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")

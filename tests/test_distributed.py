@@ -74,13 +74,15 @@ def test_ddp_ranks_see_disjoint_data_covering_the_set_and_val_acc_matches_one_pr
     assert metrics(run_dir)["world_size"] == 2
 
 
-def test_ddp_evaluation_counts_every_image_once_when_the_split_does_not_divide(data_root, tmp_path):
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+def test_ddp_evaluation_counts_every_image_once_when_the_split_does_not_divide(pipeline, data_root, tmp_path):
     # 81 validation images over 2 processes: a padded sampler would evaluate one image twice.
     run_dir = tmp_path / "odd"
     run_train(
         *TINY,
         *data_args(data_root),
         *TWO_CPU_PROCESSES,
+        f"data.pipeline={pipeline}",
         "data.val_size=81",
         "trainer.max_epochs=1",
         "test=false",

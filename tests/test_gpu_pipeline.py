@@ -23,8 +23,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from seres.data import Augmentation, Cutout, build_eval_transform, build_train_transform
+from seres.data import (
+    Augmentation,
+    CIFAR10DataModule,
+    Cutout,
+    build_eval_transform,
+    build_train_transform,
+)
 from seres.gpu_pipeline import (
+    GPUEvalLoader,
     GPUTrainLoader,
     adjust_brightness,
     adjust_contrast,
@@ -33,6 +40,8 @@ from seres.gpu_pipeline import (
     normalize,
     rotate_translate,
 )
+from seres.model import SEResNet
+from seres.module import ClassifierModule
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -645,3 +654,27 @@ def test_ranks_of_a_real_process_group_share_the_epoch_disjointly(tmp_path: Path
             else:  # everything but the at most world_size - 1 indices that make the shares equal
                 assert len(union) == world_size * share >= size - (world_size - 1)
         assert per_rank[0][0] != per_rank[0][1]  # a new permutation each epoch
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_evaluation_on_the_device_gives_the_cpu_paths_metrics(stage, fake_cifar_bin: Path) -> None:
+    # 100 validation and 100 test images in batches of 48: the last batch is short.
+    results = {}
+    for pipeline in ("cpu", "gpu"):
+        torch.manual_seed(0)
+        net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+        datamodule = CIFAR10DataModule(
+            root=str(fake_cifar_bin),
+            verify=False,
+            val_size=100,
+            eval_batch_size=48,
+            num_workers=0,
+            pipeline=pipeline,
+        )
+        trainer = lightning.Trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+        )
+        (results[pipeline],) = getattr(trainer, stage)(ClassifierModule(net, tta=True), datamodule=datamodule)
+        loader = getattr(datamodule, f"{'val' if stage == 'validate' else 'test'}_dataloader")()
+        assert isinstance(loader, GPUEvalLoader if pipeline == "gpu" else torch.utils.data.DataLoader)
+    assert results["gpu"] == results["cpu"]
