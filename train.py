@@ -146,6 +146,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if resume_from:
         require_same_settings(last, cfg)
         log.info(f"resuming from {last}")
+    elif cfg.resume:
+        # Normal for a sweep's new job; for a person, usually a forgotten hydra.run.dir.
+        log.info(f"resume=true, but {run_dir} has no last.ckpt: starting a new run (give hydra.run.dir=...)")
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - started

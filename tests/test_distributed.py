@@ -161,6 +161,8 @@ def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_p
     for job in jobs:
         assert (job / "best_model.pth").is_file() and (job / "train_ddp_process_1.log").is_file()
         assert metrics(job)["world_size"] == 2 and metrics(job)["status"] == "completed"
+        # Every job is started with resume=true and says that it found nothing to resume.
+        assert "has no last.ckpt: starting a new run" in (job / "train.log").read_text()
     # No DDP child re-ran the sweep: nothing but the four jobs and the summary at the sweep root.
     assert sorted(p.name for p in sweep.iterdir()) == [
         "0",
