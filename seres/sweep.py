@@ -18,9 +18,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from seres.report import percent
+
 log = logging.getLogger("seres")
 
 SUMMARY_COLUMNS = ["job", "status", "best_val_acc", "test_acc", "epochs", "fit_seconds"]
+# Written by TimeToAccuracy; shown in the summary only when some job has them.
+TARGET_COLUMNS = ["epoch_at_target", "seconds_to_target"]
 
 
 def read_metrics(job_dir: Path) -> dict[str, Any] | None:
@@ -81,6 +85,34 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: int(row["job"]) if row["job"].isdigit() else math.inf)
 
 
+def select_job(sweep_dir: Path) -> tuple[dict[str, Any], str]:
+    """The sweep's job to carry forward and why, chosen on validation alone (test accuracy is never read).
+
+    Among completed jobs that reached a target validation accuracy (TimeToAccuracy's `seconds_to_target`),
+    the one that reached it in the least training time: a fair comparison only when the jobs ran one at a
+    time. Otherwise the job with the highest best validation accuracy. Returns the job's row (collect_jobs).
+    """
+    rows = collect_jobs(sweep_dir)
+    done = [row for row in rows if row.get("status") == "completed" and row.get("best_val_acc") is not None]
+    if not done:
+        found = f"{len(rows)} job(s), none completed" if rows else "no jobs (no */.hydra/overrides.yaml)"
+        raise ValueError(
+            f"sweep directory {sweep_dir} has {found}: nothing to select. Give the directory of a finished "
+            "sweep, e.g. multirun/DATE/TIME, or rerun the sweep with hydra.sweep.dir=<it> to finish its jobs"
+        )
+    reached = [row for row in done if row.get("seconds_to_target") is not None]
+    if reached:
+        job = min(reached, key=lambda row: (row["seconds_to_target"], -row["best_val_acc"]))
+        return job, (
+            f"job {job['job']} reached {percent(job['target_val_acc'])} validation accuracy in the least "
+            f"training time ({job['seconds_to_target']} s, epoch {job['epoch_at_target']})"
+        )
+    job = max(done, key=lambda row: row["best_val_acc"])
+    missed = " (no job reached its target)" if any("target_val_acc" in row for row in done) else ""
+    best = percent(job["best_val_acc"])
+    return job, f"job {job['job']} has the highest best validation accuracy, {best}{missed}"
+
+
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
     """Override keys whose value differs between jobs, in the order they were first given."""
     keys: dict[str, set[str]] = {}
@@ -100,11 +132,10 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     """Write summary.csv, summary.md and summary.png (swept values vs accuracy) at the sweep root."""
     rows = collect_jobs(sweep_dir)
     keys = swept_keys(rows)
+    columns = SUMMARY_COLUMNS[1:] + [c for c in TARGET_COLUMNS if any(row.get(c) is not None for row in rows)]
     table = [[row["job"], *(row["settings"].get(k, "") for k in keys)] for row in rows]
-    table = [
-        line + [_cell(row.get(c)) for c in SUMMARY_COLUMNS[1:]] for line, row in zip(table, rows, strict=True)
-    ]
-    header = ["job", *keys, *SUMMARY_COLUMNS[1:]]
+    table = [line + [_cell(row.get(c)) for c in columns] for line, row in zip(table, rows, strict=True)]
+    header = ["job", *keys, *columns]
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)

@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from seres.data import CIFAR10DataModule
 from seres.model import SEResNet
 from seres.module import ClassifierModule
+from seres.seeds import overrides_from_sweep
+from seres.sweep import select_job
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
@@ -96,20 +98,112 @@ def test_recipe_runs_end_to_end_on_the_cpu_at_tiny_size(recipe, fake_cifar_bin, 
     assert metrics["status"] == "completed" and metrics["epochs"] == 2 and metrics["test_acc"] is not None
 
 
-def test_seeds_run_in_parallel_and_report_mean_and_spread(fake_cifar_bin, tmp_path):
-    out = tmp_path / "seeds"
-    overrides = cpu_run(fake_cifar_bin, "trainer.max_epochs=1")
+def test_fast_grid_composes_to_a_validation_only_sweep_of_the_fast_recipe():
+    overrides = ["experiment=fast", "hparams_search=fast_grid", "paths.output_dir=/unused"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    assert cfg.test is False and cfg.data.pipeline == "gpu" and cfg.callbacks.time_to_accuracy.target == 0.94
+    assert dict(cfg.hydra.sweeper.params) == {"optimizer.lr": "0.4,0.8", "trainer.max_epochs": "12,16"}
+    assert cfg.hydra.launcher._target_.endswith("BasicLauncher")  # one job at a time: times compare
+
+
+def write_job(sweep: Path, job: int, overrides: list[str], **metrics) -> None:
+    """A finished sweep job's files as train.py and Hydra leave them."""
+    (sweep / str(job) / ".hydra").mkdir(parents=True)
+    (sweep / str(job) / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    record = {"status": "completed", "overrides": overrides, "target_val_acc": 0.94} | metrics
+    (sweep / str(job) / "metrics.json").write_text(json.dumps(record))
+
+
+def test_selection_takes_the_soonest_to_target_and_never_reads_the_test_set(tmp_path):
+    sweep = tmp_path / "sweep"
+    # Job 0 reached the target first; job 1 has the best validation and test accuracy but reached it later;
+    # job 2 never reached it; job 3 failed.
+    write_job(
+        sweep, 0, ["lr=0.4"], best_val_acc=0.945, test_acc=0.90, seconds_to_target=11.0, epoch_at_target=11
+    )
+    write_job(
+        sweep, 1, ["lr=0.8"], best_val_acc=0.950, test_acc=0.99, seconds_to_target=14.0, epoch_at_target=14
+    )
+    write_job(sweep, 2, ["lr=0.2"], best_val_acc=0.930, test_acc=0.99, seconds_to_target=None)
+    write_job(sweep, 3, ["lr=9.9"], status="failed", best_val_acc=None, seconds_to_target=1.0)
+    job, reason = select_job(sweep)
+    assert job["job"] == "0" and "11.0 s" in reason
+    (sweep / "0" / "metrics.json").unlink()
+    (sweep / "1" / "metrics.json").write_text(json.dumps({"status": "completed", "overrides": ["lr=0.8"]}))
+    job, reason = select_job(sweep)  # no job reached its target: the best validation accuracy
+    assert job["job"] == "2" and "no job reached its target" in reason
+
+
+def test_seeds_from_a_sweep_take_the_chosen_job_without_its_seed_and_test_every_seed(tmp_path):
+    sweep = tmp_path / "sweep"
+    chosen = [
+        "experiment=fast",
+        "hparams_search=fast_grid",
+        "seed=7",
+        "optimizer.lr=0.4",
+        "trainer.max_epochs=12",
+    ]
+    write_job(sweep, 0, chosen, best_val_acc=0.95, seconds_to_target=9.0, epoch_at_target=12)
+    overrides, selection = overrides_from_sweep(sweep, ["trainer.max_epochs=2", "+callbacks.x.y=1"])
+    assert overrides == [
+        "experiment=fast",
+        "optimizer.lr=0.4",
+        "test=true",
+        "trainer.max_epochs=2",
+        "+callbacks.x.y=1",
+    ]
+    assert selection["job"] == "0" and selection["sweep"] == str(sweep)
+
+
+def test_seeds_from_an_unfinished_sweep_are_refused_naming_it(tmp_path):
+    result = run_command(
+        [sys.executable, "-m", "seres.seeds", "--out", str(tmp_path / "out"), "--from-sweep", str(tmp_path)],
+        expect_ok=False,
+    )
+    assert (
+        f"sweep directory {tmp_path} has no jobs" in result.stderr and "multirun/DATE/TIME" in result.stderr
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_on_validation_then_seeds_in_parallel_report_mean_and_spread(fake_cifar_bin, tmp_path):
+    # The fast recipe's protocol at tiny size: a sweep that never tests, the job chosen on validation,
+    # then new seeds of it, side by side, each tested once.
+    sweep, out = tmp_path / "grid", tmp_path / "seeds"
+    tiny = cpu_run(fake_cifar_bin, "trainer=cpu", "model.compile=false", "data.eval_batch_size=50")
+    grid = ["experiment=fast", "hparams_search=fast_grid", "optimizer.lr=0.01,0.2", "trainer.max_epochs=1"]
+    run_command([sys.executable, "train.py", "-m", *grid, *tiny, f"hydra.sweep.dir={sweep}"])
+    jobs = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in (0, 1)]
+    assert all(job["status"] == "completed" and job["test_acc"] is None for job in jobs)
+    best_lr = max(jobs, key=lambda job: job["best_val_acc"])["lr"]
+
     run_command(
-        [sys.executable, "-m", "seres.seeds", "--out", str(out), "--seeds", "0", "1", "--", *overrides]
+        [
+            sys.executable,
+            "-m",
+            "seres.seeds",
+            "--out",
+            str(out),
+            "--seeds",
+            "0",
+            "1",
+            "--from-sweep",
+            str(sweep),
+            "--",
+            "callbacks.time_to_accuracy.target=0.0",
+        ]
     )
     summary = json.loads((out / "seeds.json").read_text())
     runs = [summary["runs"][str(seed)] for seed in (0, 1)]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "completed" for r in runs)
+    assert all(r["lr"] == best_lr and r["epochs"] == 1 and r["seconds_to_target"] > 0 for r in runs)
     test_accs = [r["test_acc"] for r in runs]
     stats = summary["stats"]["test_acc"]
     assert stats["n"] == 2 and stats["mean"] == pytest.approx(sum(test_accs) / 2)
     assert stats["std"] == pytest.approx(abs(test_accs[0] - test_accs[1]) / 2**0.5)
-    assert "test_acc:" in (out / "seeds.md").read_text()
+    seeds_md = (out / "seeds.md").read_text()
+    assert "test_acc:" in seeds_md and f"Selected from the sweep {sweep}" in seeds_md
 
 
 @pytest.mark.parametrize(("target", "reached"), [(0.0, True), (1.01, False)])
