@@ -181,6 +181,15 @@ def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_p
         assert values[0] == job.name and values[3] == "completed"
         assert float(values[4]) == pytest.approx(metrics(job)["best_val_acc"], abs=1e-4)
         assert int(values[6]) == metrics(job)["epochs"] == int(values[1])
+        # The job's own learning rate, doubled for its 2 processes (ddp.batch=per_device).
+        assert metrics(job)["lr"] == pytest.approx(2 * float(values[2]))
+    # The Cartesian product of the swept values, each job with its own.
+    assert {(row.split(",")[1], row.split(",")[2]) for row in rows[1:]} == {
+        ("1", "0.05"),
+        ("1", "0.1"),
+        ("2", "0.05"),
+        ("2", "0.1"),
+    }
 
     # The same command again trains nothing: every job is already complete.
     stamps = {job.name: (job / "best.ckpt").stat().st_mtime_ns for job in jobs}

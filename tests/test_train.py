@@ -1,4 +1,4 @@
-"""The real entry point end to end, in subprocesses: one process, DDP on 2 CPUs, a 2x2 multirun, real data."""
+"""The real entry point end to end, in subprocesses: one process, DDP on 2 CPUs, real data."""
 
 import json
 from pathlib import Path
@@ -101,30 +101,6 @@ def test_ddp_on_two_cpu_processes(fake_cifar_bin, tmp_path):
     # Every event file comes from one process (the file name ends in .<pid>.<n>): rank 0 logs alone.
     writers = {p.name.split(".")[-2] for p in run_dir.glob("tensorboard/**/events.out.tfevents.*")}
     assert len(writers) == 1, writers
-
-
-def test_multirun_two_by_two_gives_four_complete_jobs(fake_cifar_bin, tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    run_train(
-        "-m",
-        *TINY,
-        *fake_data(fake_cifar_bin),
-        "trainer.max_epochs=1,2",
-        "optimizer.lr=0.05,0.1",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(jobs) == 4
-    seen = set()
-    for job in jobs:
-        for name in RUN_FILES:
-            assert (job / name).is_file(), f"{job}/{name}"
-        config = (job / ".hydra" / "overrides.yaml").read_text()
-        epochs = json.loads((job / "metrics.json").read_text())["epochs"]
-        lr = "0.05" if "optimizer.lr=0.05" in config else "0.1"
-        assert f"trainer.max_epochs={epochs}" in config
-        seen.add((epochs, lr))
-    assert seen == {(1, "0.05"), (1, "0.1"), (2, "0.05"), (2, "0.1")}
 
 
 def test_a_small_se_resnet_learns_real_cifar10(tmp_path):
