@@ -1,14 +1,20 @@
 """The LightningModule under a real Trainer, and the learning-rate schedules it wires."""
 
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from seres.model import SEResNet
 from seres.module import ClassifierModule, cosine_schedule, step_schedule
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_module(**kwargs) -> ClassifierModule:
@@ -108,3 +114,26 @@ def test_epoch_loss_is_the_per_image_mean_when_the_last_batch_is_short():
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(module.eval()(images), labels).item()
     assert results["val/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_compiled_network_is_compiled_once_for_training_and_once_for_evaluation(tmp_path):
+    # The project's trainer settings: validation, the final test and flip-averaged evaluation share one
+    # compiled evaluation graph (every graph is a whole compilation of the network).
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"paths.output_dir={tmp_path}", "trainer=cpu"])
+    graphs = []
+
+    def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        graphs.append(graph)
+        return graph.forward  # runs the captured graph as it is; what is counted is Dynamo's captures
+
+    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    module = ClassifierModule(
+        torch.compile(net, backend=counting_backend), partial(torch.optim.SGD, lr=0.05), tta=True
+    )
+    trainer = instantiate(
+        cfg.trainer, max_epochs=2, limit_train_batches=2, limit_val_batches=2, logger=False, callbacks=[]
+    )
+    trainer.fit(module, fixed_batches(), fixed_batches())
+    trainer.test(module, fixed_batches(), verbose=False)
+    assert len(graphs) == 2
