@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seres.sweep import select_job
+from seres.sweep import select_job, table_cell
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTED = ["best_val_acc", "test_acc", "epochs", "fit_seconds", "seconds_to_target", "train_seconds"]
@@ -95,7 +95,7 @@ def summarise(
     lines += ["| seed | " + " | ".join(REPORTED) + " |"]
     lines.append("|---" * (len(REPORTED) + 1) + "|")
     for seed, m in runs.items():
-        lines.append(f"| {seed} | " + " | ".join(str(m.get(k, "")) for k in REPORTED) + " |")
+        lines.append(f"| {seed} | " + " | ".join(table_cell(m.get(k)) for k in REPORTED) + " |")
     for key, s in stats.items():
         lines.append(f"\n{key}: {s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})")
     (out / "seeds.md").write_text("\n".join(lines) + "\n")

@@ -122,7 +122,8 @@ def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
     return [key for key, values in keys.items() if len(values) > 1]
 
 
-def _cell(value: Any) -> str:
+def table_cell(value: Any) -> str:
+    """A metric as a table cell: floats to 4 decimals, None empty."""
     if value is None:
         return ""
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -134,7 +135,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     keys = swept_keys(rows)
     columns = SUMMARY_COLUMNS[1:] + [c for c in TARGET_COLUMNS if any(row.get(c) is not None for row in rows)]
     table = [[row["job"], *(row["settings"].get(k, "") for k in keys)] for row in rows]
-    table = [line + [_cell(row.get(c)) for c in columns] for line, row in zip(table, rows, strict=True)]
+    table = [line + [table_cell(row.get(c)) for c in columns] for line, row in zip(table, rows, strict=True)]
     header = ["job", *keys, *columns]
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
