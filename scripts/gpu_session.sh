@@ -8,16 +8,20 @@
 #   bash scripts/gpu_session.sh fast     # device call 2 at once, carry [".devdata/b", ".whl"]: unpack chunk b;
 #                                        # tune experiment=fast on validation; its 3 seeds, one at a time, tested
 #
-# Extra arguments are train.py overrides for every run of the stage (a CPU rehearsal makes them tiny). Each
-# step has its own time limit inside the call's 600 s, and what it wrote is copied to $OUT even if it was
-# cut short. The runs themselves stay in /tmp/runs on the machine (no checkpoints travel back).
+# Extra arguments of `fast` are train.py overrides for the grid (a CPU rehearsal makes it tiny); the seeds
+# inherit them from the job they repeat. Each step has its own time limit inside the call's 600 s, and what
+# it wrote is copied to $OUT even if it was cut short. The runs themselves stay in /tmp/runs on the machine
+# (no checkpoints travel back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: bash scripts/gpu_session.sh pack|bench|fast [train.py overrides...]}
+stage=${1:?usage: bash scripts/gpu_session.sh pack|bench|fast [grid overrides...]}
 shift
 PYTHON=${PYTHON:-python3}
 DATA=${SERES_DATA_DIR:-/tmp/cifar}  # outside the repository: the device tool removes ignored paths not carried
 RUNS=${RUNS:-/tmp/runs}
+# Seconds each step may take (estimates for an H100/H200: a cold compilation of one to two minutes, about
+# 15 s of training a run); a slower machine, such as a CPU rehearsal, raises them.
+BENCH_LIMIT=${BENCH_LIMIT:-420} GRID_LIMIT=${GRID_LIMIT:-330} SEEDS_LIMIT=${SEEDS_LIMIT:-200}
 export PYTHONUNBUFFERED=1
 
 # The chunks that arrived become official .bin files (MD5-checked); Hydra's wheels go on the path.
@@ -27,7 +31,7 @@ prepare_machine() {
             "$DATA/cifar-10-batches-bin"
     done
     if compgen -G ".whl/*.whl" > /dev/null; then
-        "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+        "$PYTHON" -m pip install -q --upgrade --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
         export PYTHONPATH=/tmp/site:$PWD
     fi
 }
@@ -49,20 +53,21 @@ pack)
 bench)
     : "${OUT:?set OUT: on the device the tool sets it; to rehearse, any directory}"
     prepare_machine
-    timeout 420 "$PYTHON" -m seres.bench --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+    timeout "$BENCH_LIMIT" "$PYTHON" -m seres.bench --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
     ;;
 fast)
     : "${OUT:?set OUT: on the device the tool sets it; to rehearse, any directory}"
     prepare_machine
     grid=$RUNS/fast-grid
     # The grid never tests; the choice is made on validation (conf/hparams_search/fast_grid.yaml).
-    timeout 330 "$PYTHON" train.py -m experiment=fast hparams_search=fast_grid "data.root=$DATA" \
+    timeout "$GRID_LIMIT" "$PYTHON" train.py -m experiment=fast hparams_search=fast_grid "data.root=$DATA" \
         "hydra.sweep.dir=$grid" "$@" > "$OUT/fast-grid.log" 2>&1
     echo "grid exit $?"
     keep "$grid" fast-grid
-    # One at a time, so that each seed's time to 94% is that of a run alone; compilation is cached by now.
-    timeout 200 "$PYTHON" -m seres.seeds --out "$RUNS/fast" --seeds 0 1 2 --parallel 1 --from-sweep "$grid" \
-        -- "data.root=$DATA" "$@" 2>&1 | tee "$OUT/fast-seeds.log"
+    # The chosen job's overrides (data.root and the extra arguments among them), with new seeds, each tested;
+    # one at a time, so that each time to 94% is that of a run alone. Compilation is cached by now.
+    timeout "$SEEDS_LIMIT" "$PYTHON" -m seres.seeds --out "$RUNS/fast" --seeds 0 1 2 --parallel 1 \
+        --from-sweep "$grid" 2>&1 | tee "$OUT/fast-seeds.log"
     keep "$RUNS/fast" fast
     ;;
 *)

@@ -26,27 +26,25 @@ REPO = Path(__file__).resolve().parents[1]
 REPORTED = ["best_val_acc", "test_acc", "epochs", "fit_seconds", "seconds_to_target", "train_seconds"]
 
 
-def run_seeds(out: Path, seeds: list[int], overrides: list[str], parallel: int) -> list[int]:
-    """Train each seed in OUT/seed<N>/, `parallel` at a time; return their exit codes."""
+def run_seeds(out: Path, seeds: list[int], overrides: list[str]) -> list[int]:
+    """Train the seeds side by side, each in OUT/seed<N>/; return their exit codes."""
+    running = []
+    for seed in seeds:
+        run_dir = out / f"seed{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            str(REPO / "train.py"),
+            *overrides,
+            f"seed={seed}",
+            f"hydra.run.dir={run_dir}",
+        ]
+        log = open(run_dir / "console.log", "w")  # noqa: SIM115 - closed once the run ends
+        running.append((subprocess.Popen(command, stdout=log, stderr=log), log))
     codes = []
-    for start in range(0, len(seeds), parallel):
-        running = []
-        for seed in seeds[start : start + parallel]:
-            run_dir = out / f"seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.json").unlink(missing_ok=True)  # never count an earlier run's result
-            command = [
-                sys.executable,
-                str(REPO / "train.py"),
-                *overrides,
-                f"seed={seed}",
-                f"hydra.run.dir={run_dir}",
-            ]
-            log = open(run_dir / "console.log", "w")  # noqa: SIM115 - closed once the run ends
-            running.append((subprocess.Popen(command, stdout=log, stderr=log), log))
-        for process, log in running:
-            codes.append(process.wait())
-            log.close()
+    for process, log in running:
+        codes.append(process.wait())
+        log.close()
     return codes
 
 
@@ -78,7 +76,7 @@ def summarise(
     runs = {}
     for seed in seeds:
         path = out / f"seed{seed}" / "metrics.json"
-        runs[seed] = json.loads(path.read_text()) if path.is_file() else {"status": "failed"}
+        runs[seed] = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
     done = [m for m in runs.values() if m.get("status") == "completed"]
     stats = {}
     for key in REPORTED:
@@ -120,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(f"selected from {args.from_sweep}: {selection['reason']}\n  {' '.join(overrides)}")
-    codes = run_seeds(args.out, args.seeds, overrides, args.parallel or len(args.seeds))
-    summary = summarise(args.out, args.seeds, overrides, selection)
+    for seed in args.seeds:  # never count an earlier run's result
+        (args.out / f"seed{seed}" / "metrics.json").unlink(missing_ok=True)
+    codes, parallel = [], args.parallel or len(args.seeds)
+    for start in range(0, len(args.seeds), parallel):
+        codes += run_seeds(args.out, args.seeds[start : start + parallel], overrides)
+        # Brought up to date after every group, so a run stopped half-way keeps its finished seeds' summary.
+        summary = summarise(args.out, args.seeds, overrides, selection)
     print((args.out / "seeds.md").read_text())
     failed = [seed for seed, code in zip(args.seeds, codes, strict=True) if code != 0]
     if failed:

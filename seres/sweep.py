@@ -72,7 +72,7 @@ def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, 
 
 
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory of a sweep: its metrics and its overrides as `settings` (key -> value)."""
+    """One row per job directory of a sweep: its metrics, its `overrides`, and those as `settings` (dict)."""
     rows = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
@@ -81,7 +81,7 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
         metrics = read_metrics(job_dir) or {"status": "missing"}
         if metrics.get("overrides") not in (None, overrides):
             metrics = {"status": "other settings"}  # the files are another sweep's job of the same number
-        rows.append({**metrics, "job": job_dir.name, "settings": settings})
+        rows.append({**metrics, "job": job_dir.name, "overrides": overrides, "settings": settings})
     return sorted(rows, key=lambda row: int(row["job"]) if row["job"].isdigit() else math.inf)
 
 

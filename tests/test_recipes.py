@@ -1,7 +1,11 @@
 """Pieces the accuracy recipes are built from: parallel seeds, time to accuracy, EMA, the fast recipe."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -154,6 +158,27 @@ def test_seeds_from_a_sweep_take_the_chosen_job_without_its_seed_and_test_every_
         "+callbacks.x.y=1",
     ]
     assert selection["job"] == "0" and selection["sweep"] == str(sweep)
+
+
+def test_seeds_stopped_half_way_keep_the_summary_of_the_finished_ones(fake_cifar_bin, tmp_path):
+    # As a time limit stops a GPU session's step: the seeds that finished are summarised, the others are
+    # "missing", and an earlier run's metrics.json is never counted as this run's.
+    out = tmp_path / "seeds"
+    (out / "seed1").mkdir(parents=True)
+    (out / "seed1" / "metrics.json").write_text(json.dumps({"status": "completed", "test_acc": 0.99}))
+    command = [sys.executable, "-m", "seres.seeds", "--out", str(out), "--seeds", "0", "1", "--parallel", "1"]
+    overrides = cpu_run(fake_cifar_bin, "trainer.max_epochs=1")
+    process = subprocess.Popen([*command, "--", *overrides], cwd=REPO, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "seeds.json").is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the runner and the second seed's run with it
+        process.wait()
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["runs"]["0"]["status"] == "completed" and summary["runs"]["1"] == {"status": "missing"}
+    assert summary["stats"]["test_acc"] == {"mean": summary["runs"]["0"]["test_acc"], "std": 0.0, "n": 1}
 
 
 def test_seeds_from_an_unfinished_sweep_are_refused_naming_it(tmp_path):
