@@ -2,11 +2,12 @@
 # A lent GPU session's work, prepared so that no device minute goes to typing (docs/results.md says why and
 # in what order; ../shared/device/README.md how the device tool works). Three stages:
 #
-#   bash scripts/gpu_session.sh pack     # here, once: the data in two chunks (.devdata/a, .devdata/b), the
-#                                        # Hydra wheels (.whl); both are git-ignored and travel by `carry`
-#   bash scripts/gpu_session.sh bench    # device call 1, carry [".devdata/a", ".whl"]: unpack chunk a, make bench
-#   bash scripts/gpu_session.sh fast     # device call 2 at once, carry [".devdata/b", ".whl"]: unpack chunk b;
-#                                        # tune experiment=fast on validation; its 3 seeds, one at a time, tested
+#   bash scripts/gpu_session.sh pack    # here, once: the data in two chunks (.devdata/a, .devdata/b) and
+#                                       # the Hydra wheels (.whl); all git-ignored, they travel by `carry`
+#   bash scripts/gpu_session.sh bench   # device call 1, carry [".devdata/a", ".whl"]: unpack chunk a;
+#                                       # make bench's command
+#   bash scripts/gpu_session.sh fast    # device call 2 at once, carry [".devdata/b", ".whl"]: unpack chunk
+#                                       # b; tune experiment=fast on validation; 3 seeds of it, each tested
 #
 # Extra arguments of `fast` are train.py overrides for the grid (a CPU rehearsal makes it tiny); the seeds
 # inherit them from the job they repeat. Each step has its own time limit inside the call's 600 s, and what
@@ -17,7 +18,8 @@ cd "$(dirname "$0")/.."
 stage=${1:?usage: bash scripts/gpu_session.sh pack|bench|fast [grid overrides...]}
 shift
 PYTHON=${PYTHON:-python3}
-DATA=${SERES_DATA_DIR:-/tmp/cifar}  # outside the repository: the device tool removes ignored paths not carried
+# Outside the repository: the device tool removes the ignored paths a call does not carry.
+DATA=${SERES_DATA_DIR:-/tmp/cifar}
 RUNS=${RUNS:-/tmp/runs}
 # Seconds each step may take (estimates for an H100/H200: a cold compilation of one to two minutes, about
 # 15 s of training a run); a slower machine, such as a CPU rehearsal, raises them.
@@ -47,8 +49,9 @@ keep() {
 
 case $stage in
 pack)
-    "$PYTHON" ../shared/device/cifar10_chunks.py pack "${SERES_DATA_DIR:-data}/cifar-10-batches-bin" .devdata &&
-        rm -rf .whl && cp -r ../shared/device/wheels .whl && du -sh .devdata/a .devdata/b .whl
+    # From this machine's copy of the data (data/ unless SERES_DATA_DIR says otherwise).
+    "$PYTHON" ../shared/device/cifar10_chunks.py pack "${SERES_DATA_DIR:-data}/cifar-10-batches-bin" \
+        .devdata && rm -rf .whl && cp -r ../shared/device/wheels .whl && du -sh .devdata/a .devdata/b .whl
     ;;
 bench)
     : "${OUT:?set OUT: on the device the tool sets it; to rehearse, any directory}"
@@ -65,7 +68,8 @@ fast)
     echo "grid exit $?"
     keep "$grid" fast-grid
     # The chosen job's overrides (data.root and the extra arguments among them), with new seeds, each tested;
-    # one at a time, so that each time to 94% is that of a run alone. Compilation is cached by now.
+    # one at a time, so that each time to 94% is that of a run alone. The grid's runs should have filled
+    # torch's on-disk compilation cache for this network and batch.
     timeout "$SEEDS_LIMIT" "$PYTHON" -m seres.seeds --out "$RUNS/fast" --seeds 0 1 2 --parallel 1 \
         --from-sweep "$grid" 2>&1 | tee "$OUT/fast-seeds.log"
     keep "$RUNS/fast" fast

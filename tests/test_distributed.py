@@ -15,6 +15,8 @@ from seres.model import SEResNet
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
 TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2"]
+# What every job of a DDP sweep leaves in its directory (rank 1 writes only its log).
+JOB_FILES = ["best.ckpt", "last.ckpt", "best_model.pth", ".hydra/config.yaml", "train_ddp_process_1.log"]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,8 @@ def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_p
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [job.name for job in jobs] == ["0", "1", "2", "3"]
     for job in jobs:
-        assert (job / "best_model.pth").is_file() and (job / "train_ddp_process_1.log").is_file()
+        for name in JOB_FILES:
+            assert (job / name).is_file(), f"{job}/{name}"
         assert metrics(job)["world_size"] == 2 and metrics(job)["status"] == "completed"
         # Every job is started with resume=true and says that it found nothing to resume.
         assert "has no last.ckpt: starting a new run" in (job / "train.log").read_text()
