@@ -6,10 +6,10 @@ DATA   ?= data
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test bench lint format clean
+.PHONY: help install data train test test-fast bench reproduce lint format clean
 
 help:  ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ train: data  ## Train the default config; pass overrides as ARGS="model.layer4=t
 test: data  ## Run the whole test suite
 	$(PY) -m pytest
 
+test-fast: data  ## The edit loop: every test but the end-to-end runs (pytest -m "not slow")
+	$(PY) -m pytest -m "not slow"
+
 bench: install  ## Training throughput (GPU: full size; CPU: smoke sizes); e.g. ARGS="--json bench.json"
 	$(PY) -m seres.bench $(ARGS)
+
+reproduce: data  ## A published measurement into results/: ARGS="bench|fast|best|seed_paper [overrides]"
+	bash scripts/reproduce.sh $(ARGS) --data $(DATA)
 
 lint: install  ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,6 @@ mistakes.png into `output_dir` (default: eval/, or eval_tta/ with tta=true, next
 test runs through the same LightningModule as train.py's, so without TTA it reproduces the run's test_acc.
 """
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -19,10 +18,13 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from seres.atomic import write_json
 from seres.callbacks import ProgressBar, TestFigures
+from seres.checkpoints import CheckpointError
 from seres.data import CIFAR10DataModule, CIFAR10Error
 from seres.module import ClassifierModule
-from seres.predict import ModelLoadError, TrainedModel, load_trained_model
+from seres.precision import AUTO, choose_precision
+from seres.predict import TrainedModel, load_trained_model
 from seres.report import CONFUSION_FILE, confusion_figure, read_confusion, save_figure
 
 log = logging.getLogger("seres")
@@ -44,6 +46,12 @@ def build_datamodule(cfg: DictConfig, model: TrainedModel) -> CIFAR10DataModule:
     )
 
 
+def test_precision(cfg: DictConfig, model: TrainedModel) -> str:
+    """eval's own precision, else the run's (`auto` chosen for this machine), else fp32."""
+    precision = cfg.precision or model.config.get("trainer", {}).get("precision") or "32-true"
+    return choose_precision(cfg.accelerator)[0] if precision == AUTO else precision
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the model named by cfg.ckpt_path; write and return its metrics."""
     model = load_trained_model(cfg.ckpt_path)
@@ -53,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
-        precision=cfg.precision or model.config.get("trainer", {}).get("precision") or "32-true",
+        precision=test_precision(cfg, model),
         logger=False,
         callbacks=[TestFigures(output_dir=str(output_dir)), ProgressBar(enabled=cfg.progress)],
         enable_model_summary=False,
@@ -71,7 +79,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "test_images": int(matrix.sum()),
         "per_class_acc": {name: results[f"test/acc_{name}"] for name in classes},
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(metrics, output_dir / "metrics.json")
     log.info(
         f"test acc {100 * metrics['test_acc']:.2f}% on {metrics['test_images']:,} images"
         f"{' with TTA' if cfg.tta else ''} ({model.source}); results in {output_dir}"
@@ -83,7 +91,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except (ModelLoadError, CIFAR10Error) as error:
+    except (CheckpointError, CIFAR10Error) as error:
         sys.exit(f"eval.py: {error}")
 
 

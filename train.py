@@ -9,7 +9,6 @@ The run directory (Hydra's output dir) receives best.ckpt, last.ckpt, best_model
 state_dict), metrics.json, TensorBoard event files and the composed config (.hydra/).
 """
 
-import json
 import logging
 import os
 import time
@@ -26,15 +25,24 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from seres.checkpoint_io import atomic_save
-from seres.config_checks import check_config
+from seres.atomic import atomic_save, write_json
+from seres.checkpoints import read_lightning_checkpoint
+from seres.config_checks import ConfigError, check_config
+from seres.interrupts import stops_cleanly
 from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
+from seres.precision import resolve_precision
 from seres.report import percent, write_report
 from seres.resume import require_same_settings
+from seres.run_names import register_run_suffix
+from seres.start_checks import USER_ERRORS, exit_with
 from seres.sweep import run_job
 
+register_run_suffix()  # for the default run directory's name (conf/hydra/default.yaml)
+
 log = logging.getLogger("seres")
+# An absolute path, so that the configs are found however train.py is started or imported.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def build_network(model_cfg: DictConfig) -> torch.nn.Module:
@@ -80,9 +88,9 @@ def batch_and_lr_for(cfg: DictConfig, world_size: int) -> tuple[int, float]:
     if mode == "per_device":
         return batch, lr * world_size
     if mode != "global":
-        raise ValueError(f"ddp.batch={mode!r} is not one of per_device|global; e.g. ddp.batch=per_device")
+        raise ConfigError(f"ddp.batch={mode!r} is not one of per_device|global; e.g. ddp.batch=per_device")
     if batch % world_size:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={batch} cannot be split evenly over {world_size} processes with "
             f"ddp.batch=global; use a multiple of {world_size}, e.g. "
             f"data.batch_size={batch - batch % world_size or world_size}"
@@ -97,20 +105,13 @@ def load_tested_weights(module: ClassifierModule, checkpoint_path: str) -> None:
     putting the raw, unaveraged weights back into the module, so the test would not see the averaged weights
     that were validated, selected and saved.
     """
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    module.load_state_dict(read_lightning_checkpoint(checkpoint_path, weights_only=False)["state_dict"])
 
 
 def save_network_weights(checkpoint_path: str, destination: Path) -> None:
     """Write the network's plain state_dict from a Lightning checkpoint, atomically."""
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = read_lightning_checkpoint(checkpoint_path, weights_only=False)["state_dict"]
     atomic_save(network_weights(state), destination)
-
-
-def write_json(data: dict[str, Any], destination: Path) -> None:
-    temporary = destination.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, destination)
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
@@ -134,25 +135,45 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     `overrides` (the command line's) are recorded in metrics.json so a sweep can recognise a finished job.
     """
     check_config(OmegaConf.to_container(cfg, resolve=True))
+    if reason := resolve_precision(cfg):
+        log.info(reason)
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg)
     batch_size, lr = batch_and_lr_for(cfg, trainer.world_size)
     datamodule = instantiate(cfg.data, batch_size=batch_size, _convert_="all")
     module = build_module(cfg, lr=lr)
+    resume_from = checkpoint_to_resume(cfg, run_dir)
+    with stops_cleanly(trainer, run_dir, overrides):
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        metrics = run_metrics(trainer, module, cfg, time.perf_counter() - started)
+        metrics |= {"global_batch_size": batch_size * trainer.world_size, "lr": lr}
+        metrics["overrides"] = [item for item in overrides if not item.startswith("resume=")]
+        if cfg.test:
+            metrics |= test_best_checkpoint(trainer, module, datamodule)
+    if trainer.is_global_zero:
+        write_artefacts(trainer, cfg, metrics, run_dir)
+    return metrics
 
+
+def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The run's last.ckpt with resume=true (after checking its settings), else None: a new run."""
     last = run_dir / "last.ckpt"
-    resume_from = str(last) if cfg.resume and last.is_file() else None
-    if resume_from:
+    if cfg.resume and last.is_file():
         require_same_settings(last, cfg)
         log.info(f"resuming from {last}")
-    elif cfg.resume:
+        return str(last)
+    if cfg.resume:
         # Normal for a sweep's new job; for a person, usually a forgotten hydra.run.dir.
         log.info(f"resume=true, but {run_dir} has no last.ckpt: starting a new run (give hydra.run.dir=...)")
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    fit_seconds = time.perf_counter() - started
+    return None
 
+
+def run_metrics(
+    trainer: L.Trainer, module: ClassifierModule, cfg: DictConfig, seconds: float
+) -> dict[str, Any]:
+    """What metrics.json says of the fit: the best validation accuracy, size, length and time."""
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_score = checkpoint.best_model_score if checkpoint else None
@@ -163,34 +184,35 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "test_loss": None,
         "params": count_parameters(module.net),
         "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 2),
+        "fit_seconds": round(seconds, 2),
         "best_checkpoint": Path(best_path).name if best_path else None,
         "seed": cfg.seed,
         "world_size": trainer.world_size,
-        "global_batch_size": batch_size * trainer.world_size,
-        "lr": lr,
-        "overrides": [item for item in overrides if not item.startswith("resume=")],
     }
     for callback in trainer.callbacks:
         # Callbacks that measure the run (e.g. TimeToAccuracy) add their numbers to metrics.json.
         if hasattr(callback, "run_metrics"):
             metrics.update(callback.run_metrics())
-    if cfg.test:
-        # The best checkpoint by validation accuracy, never the last epoch's weights by default.
-        if best_path:
-            load_tested_weights(module, best_path)
-        (results,) = trainer.test(module, datamodule=datamodule)
-        metrics["test_acc"] = results.get("test/acc")
-        metrics["test_loss"] = results.get("test/loss")
-
-    if trainer.is_global_zero:
-        if best_path:
-            save_network_weights(best_path, run_dir / "best_model.pth")
-        write_json(metrics, run_dir / "metrics.json")
-        log_hparams(trainer, cfg, metrics)
-        write_report(run_dir)  # curves.png, confusion.png, report.md
-        log.info(summary(metrics, run_dir))
     return metrics
+
+
+def test_best_checkpoint(trainer: L.Trainer, module: ClassifierModule, datamodule: Any) -> dict[str, Any]:
+    """Test the best checkpoint by validation accuracy, never the last epoch's weights by default."""
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best_path:
+        load_tested_weights(module, best_path)
+    (results,) = trainer.test(module, datamodule=datamodule)
+    return {"test_acc": results.get("test/acc"), "test_loss": results.get("test/loss")}
+
+
+def write_artefacts(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any], run_dir: Path) -> None:
+    """best_model.pth, metrics.json, the hparams tab and the report; on rank 0 only."""
+    if metrics["best_checkpoint"]:
+        save_network_weights(trainer.checkpoint_callback.best_model_path, run_dir / "best_model.pth")
+    write_json(metrics, run_dir / "metrics.json")
+    log_hparams(trainer, cfg, metrics)
+    write_report(run_dir)  # curves.png, confusion.png, report.md
+    log.info(summary(metrics, run_dir))
 
 
 def summary(metrics: dict[str, Any], run_dir: Path) -> str:
@@ -205,13 +227,13 @@ def require_shared_run_dir(overrides: Sequence[str]) -> None:
     """Processes started by torchrun or srun must agree on one run directory; the clock may not."""
     external = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", 1)) > 1
     if external and not any(item.startswith("hydra.run.dir=") for item in overrides):
-        raise ValueError(
+        raise ConfigError(
             "started by torchrun or SLURM with several processes, but without hydra.run.dir: each process "
             "would pick its own time-stamped directory. Add e.g. hydra.run.dir=outputs/my_run"
         )
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -219,8 +241,11 @@ def main(cfg: DictConfig) -> float | None:
         job_dir = Path(hydra_cfg.runtime.output_dir)
         metrics = run_job(Path(__file__).resolve(), list(hydra_cfg.overrides.task), job_dir)
     else:
-        require_shared_run_dir(list(hydra_cfg.overrides.hydra))
-        metrics = train(cfg, list(hydra_cfg.overrides.task))
+        try:
+            require_shared_run_dir(list(hydra_cfg.overrides.hydra))
+            metrics = train(cfg, list(hydra_cfg.overrides.task))
+        except USER_ERRORS as error:
+            exit_with(error)
     # Hydra sweepers (e.g. Optuna) optimise the returned value.
     return metrics["best_val_acc"]
 

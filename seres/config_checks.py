@@ -25,6 +25,10 @@ def _number(config: dict[str, Any], key: str) -> float:
     return float(node)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
@@ -41,19 +45,33 @@ def check_optimization(config: dict[str, Any]) -> None:
     smoothing = _number(config, "label_smoothing")
     _require(0 <= smoothing < 1, "label_smoothing", smoothing, "use a value in [0, 1), e.g. 0.1")
     epochs = config["trainer"].get("max_epochs")
-    _require(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
+    _require(_is_int(epochs) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
+    clip = config["trainer"].get("gradient_clip_val")
+    if clip is not None:
+        clip = _number(config, "trainer.gradient_clip_val")
+        _require(clip >= 0, "trainer.gradient_clip_val", clip, "use a norm >= 0 (e.g. 2.0), or null for none")
+    warmup = (config.get("scheduler") or {}).get("warmup_epochs")
+    if warmup is not None:
+        warmup = _number(config, "scheduler.warmup_epochs")
+        _require(
+            0 <= warmup <= epochs,
+            "scheduler.warmup_epochs",
+            warmup,
+            f"the warm-up cannot be longer than the run (trainer.max_epochs={epochs}), e.g. "
+            f"scheduler.warmup_epochs={min(2, epochs)}",
+        )
 
 
 def check_data(config: dict[str, Any]) -> None:
     val_size = config["data"].get("val_size")
     _require(
-        isinstance(val_size, int) and 1 <= val_size < CIFAR10_TRAIN_IMAGES,
+        _is_int(val_size) and 1 <= val_size < CIFAR10_TRAIN_IMAGES,
         "data.val_size",
         val_size,
         f"an integer from 1 to {CIFAR10_TRAIN_IMAGES - 1} (there are {CIFAR10_TRAIN_IMAGES} training images)",
     )
     batch = config["data"].get("batch_size")
-    _require(isinstance(batch, int) and batch >= 1, "data.batch_size", batch, "an integer >= 1, e.g. 128")
+    _require(_is_int(batch) and batch >= 1, "data.batch_size", batch, "an integer >= 1, e.g. 128")
 
 
 def check_devices(config: dict[str, Any]) -> None:
@@ -79,8 +97,14 @@ def check_devices(config: dict[str, Any]) -> None:
     )
 
 
+def check_seed(config: dict[str, Any]) -> None:
+    seed = config.get("seed")
+    _require(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0, e.g. seed=0")
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError for the first setting that cannot work."""
+    check_seed(config)
     check_optimization(config)
     check_data(config)
     check_devices(config)

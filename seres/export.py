@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from seres.predict import ModelLoadError, TrainedModel, load_trained_model
+from seres.checkpoints import CheckpointError
+from seres.predict import TrainedModel, load_trained_model
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 # Float32 kernels may sum in another order than PyTorch's; anything beyond this is a wrong export.
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = load_trained_model(args.run)
         destination = args.output or model.source.parent / FORMATS[args.format]
         difference = export(model, args.format, destination)
-    except (ModelLoadError, ExportError) as error:
+    except (CheckpointError, ExportError) as error:
         sys.exit(f"python -m seres.export: {error}")
     check = (
         "not checked: onnxruntime is not installed"

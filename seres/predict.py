@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
+from seres.checkpoints import CheckpointError, read_lightning_checkpoint, read_torch_file
 from seres.data import CLASSES, build_eval_transform
 from seres.model import RUNTIME_KEYS, SEResNet
 from seres.module import flip_averaged_logits, network_weights
@@ -30,10 +31,6 @@ from seres.module import flip_averaged_logits, network_weights
 # What a run directory offers, in order of preference: the Lightning checkpoint carries its own config.
 RUN_WEIGHTS = ("best.ckpt", "best_model.pth")
 MODEL_TARGET = "seres.model.SEResNet"
-
-
-class ModelLoadError(ValueError):
-    """The path does not lead to a trained model this code can rebuild."""
 
 
 class ImageReadError(ValueError):
@@ -58,14 +55,14 @@ def resolve_weights(path: str | Path) -> Path:
         for name in RUN_WEIGHTS:
             if (path / name).is_file():
                 return path / name
-        raise ModelLoadError(
+        raise CheckpointError(
             f"{path} holds neither {' nor '.join(RUN_WEIGHTS)}; give a run directory written by train.py "
             "(outputs/DATE/TIME) or the path of a .ckpt or .pth file"
         )
     if not path.is_file():
-        raise ModelLoadError(f"{path} does not exist; give a run directory, a .ckpt or a best_model.pth")
+        raise CheckpointError(f"{path} does not exist; give a run directory, a .ckpt or a best_model.pth")
     if path.suffix not in (".ckpt", ".pth"):
-        raise ModelLoadError(
+        raise CheckpointError(
             f"{path}: expected a Lightning checkpoint (.ckpt) or a state_dict (.pth), got '{path.suffix}'"
         )
     return path
@@ -76,29 +73,19 @@ def build_network(model_config: dict[str, Any], source: Path) -> nn.Module:
     settings = dict(model_config)
     target = settings.pop("_target_", MODEL_TARGET)
     if target != MODEL_TARGET:
-        raise ModelLoadError(f"{source}: model._target_={target!r}; only {MODEL_TARGET} can be rebuilt")
+        raise CheckpointError(f"{source}: model._target_={target!r}; only {MODEL_TARGET} can be rebuilt")
     for key in RUNTIME_KEYS:
         settings.pop(key, None)
     try:
         return SEResNet(**settings)
     except (TypeError, ValueError) as error:
-        raise ModelLoadError(f"{source}: its model config does not build an SEResNet ({error})") from error
-
-
-def _read_torch_file(path: Path) -> Any:
-    try:
-        # weights_only: a checkpoint is data, never code.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for foreign or damaged files
-        raise ModelLoadError(
-            f"{path} is not a readable PyTorch file ({type(error).__name__}: {error})"
-        ) from error
+        raise CheckpointError(f"{source}: its model config does not build an SEResNet ({error})") from error
 
 
 def _config_of_state_dict(path: Path) -> dict[str, Any]:
     config_file = path.parent / ".hydra" / "config.yaml"
     if not config_file.is_file():
-        raise ModelLoadError(
+        raise CheckpointError(
             f"{path} holds only weights; rebuilding the network needs the run's {config_file} next to it "
             "(or give the run's best.ckpt, which carries its config)"
         )
@@ -109,7 +96,7 @@ def _config_of_state_dict(path: Path) -> dict[str, Any]:
         rebuilt["trainer"] = {"precision": OmegaConf.select(config, "trainer.precision")}
         return rebuilt
     except (OmegaConfBaseException, KeyError) as error:
-        raise ModelLoadError(
+        raise CheckpointError(
             f"{config_file} does not give the run's model and data config ({error})"
         ) from error
 
@@ -117,28 +104,22 @@ def _config_of_state_dict(path: Path) -> dict[str, Any]:
 def load_trained_model(path: str | Path) -> TrainedModel:
     """Load a run directory, a Lightning checkpoint (.ckpt) or a best_model.pth (with the run's .hydra/)."""
     source = resolve_weights(path)
-    content = _read_torch_file(source)
     if source.suffix == ".ckpt":
-        config = content.get("hyper_parameters", {}).get("config") if isinstance(content, dict) else None
-        if not config or "model" not in config or "state_dict" not in content:
-            raise ModelLoadError(
-                f"{source} is not a checkpoint written by train.py (no state_dict or hyper_parameters.config)"
-            )
-        weights = network_weights(content["state_dict"])
+        content = read_lightning_checkpoint(source)  # weights_only: a checkpoint is data, never code
+        config, weights = content["hyper_parameters"]["config"], network_weights(content["state_dict"])
     else:
-        config = _config_of_state_dict(source)
-        weights = content
+        config, weights = _config_of_state_dict(source), read_torch_file(source)
     net = build_network(config["model"], source)
     try:
         net.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as error:
-        raise ModelLoadError(
+        raise CheckpointError(
             f"the weights in {source} do not fit the model its config describes: {error}"
         ) from error
     data = config.get("data", {})
     mean, std = tuple(data.get("mean", ())), tuple(data.get("std", ()))
     if len(mean) != 3 or len(std) != 3:
-        raise ModelLoadError(f"{source}: the run's config lacks data.mean and data.std (3 numbers each)")
+        raise CheckpointError(f"{source}: the run's config lacks data.mean and data.std (3 numbers each)")
     return TrainedModel(net=net.eval(), mean=mean, std=std, config=config, source=source)
 
 
@@ -151,7 +132,7 @@ def newest_run_weights(roots: Sequence[Path] = (Path("outputs"), Path("multirun"
         for weights in root.glob(pattern)
     ]
     if not found:
-        raise ModelLoadError(
+        raise CheckpointError(
             f"no trained model under {' or '.join(map(str, roots))}; train one (python train.py) or pass "
             "--model RUN_DIR"
         )
@@ -208,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         model = load_trained_model(args.model if args.model is not None else newest_run_weights())
-    except ModelLoadError as error:
+    except CheckpointError as error:
         sys.exit(f"python -m seres.predict: {error}")
     images, problems = [], []
     for path in args.images:

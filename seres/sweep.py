@@ -1,30 +1,30 @@
-"""Hydra multirun jobs as complete, resumable runs, and the summary written at the end of a sweep.
+"""Hydra multirun jobs as complete, resumable runs, and the choice of a sweep's job on validation.
 
 Each job of a sweep runs `train.py` again as a single run in its own job directory, in a child process.
 Inside that child, Lightning's DDP launcher works exactly as for a plain run (its re-launched ranks see no
 `-m` and no sweep), a crash stays inside its job, and a rerun of the same sweep finds each job's files.
+
+    python -m seres.sweep chosen SWEEP_DIR   # the overrides of the job chosen on validation, for new seeds
+    python train.py -m $(python -m seres.sweep chosen runs/fast-grid) seed=0,1,2
 """
 
-import csv
+import argparse
 import json
 import logging
 import math
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from seres.atomic import write_json
 from seres.report import percent
 
 log = logging.getLogger("seres")
-
-SUMMARY_COLUMNS = ["job", "status", "best_val_acc", "test_acc", "epochs", "fit_seconds"]
-# Written by TimeToAccuracy; shown in the summary only when some job has them.
-TARGET_COLUMNS = ["epoch_at_target", "seconds_to_target"]
 
 
 def read_metrics(job_dir: Path) -> dict[str, Any] | None:
@@ -66,7 +66,7 @@ def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, 
         return metrics
     # Recorded with its overrides, so that a rerun of the sweep recognises (and retries) this job.
     failed = {"status": "failed", "returncode": returncode, "overrides": wanted, "best_val_acc": None}
-    (job_dir / "metrics.json").write_text(json.dumps(failed | {"test_acc": None}, indent=2) + "\n")
+    write_json(failed | {"test_acc": None}, job_dir / "metrics.json")
     log.error(f"job {job_dir.name} failed with exit code {returncode}: {' '.join(overrides)}")
     return failed
 
@@ -113,86 +113,34 @@ def select_job(sweep_dir: Path) -> tuple[dict[str, Any], str]:
     return job, f"job {job['job']} has the highest best validation accuracy, {best}{missed}"
 
 
-def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Override keys whose value differs between jobs, in the order they were first given."""
-    keys: dict[str, set[str]] = {}
-    for row in rows:
-        for key, value in row["settings"].items():
-            keys.setdefault(key, set()).add(value)
-    return [key for key, values in keys.items() if len(values) > 1]
+def override_key(override: str) -> str:
+    """`+callbacks.ema.decay=0.99` -> `callbacks.ema.decay`: what an override sets, however it adds it."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
-def table_cell(value: Any) -> str:
-    """A metric as a table cell: floats to 4 decimals, None empty."""
-    if value is None:
-        return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+def chosen_overrides(sweep_dir: Path) -> tuple[list[str], str]:
+    """The chosen job's overrides for new seeds, each tested once: without its seed and search, test=true."""
+    job, reason = select_job(sweep_dir)
+    dropped = {"seed", "hparams_search", "test"}
+    kept = [item for item in job["overrides"] if override_key(item) not in dropped]
+    return [*kept, "test=true"], reason
 
 
-def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Write summary.csv, summary.md and summary.png (swept values vs accuracy) at the sweep root."""
-    rows = collect_jobs(sweep_dir)
-    keys = swept_keys(rows)
-    columns = SUMMARY_COLUMNS[1:] + [c for c in TARGET_COLUMNS if any(row.get(c) is not None for row in rows)]
-    table = [[row["job"], *(row["settings"].get(k, "") for k in keys)] for row in rows]
-    table = [line + [table_cell(row.get(c)) for c in columns] for line, row in zip(table, rows, strict=True)]
-    header = ["job", *keys, *columns]
-    with open(sweep_dir / "summary.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(table)
-    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    markdown += ["| " + " | ".join(line) + " |" for line in table]
-    (sweep_dir / "summary.md").write_text(f"# Sweep {sweep_dir}\n\n" + "\n".join(markdown) + "\n")
-    if keys:
-        plot_summary(rows, keys, sweep_dir / "summary.png")
-    return rows
-
-
-def _as_number(value: str) -> float | None:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seres.sweep", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    chosen = commands.add_parser("chosen", help="print the overrides of the job chosen on validation")
+    chosen.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
     try:
-        return float(value)
-    except ValueError:
-        return None
+        overrides, reason = chosen_overrides(args.sweep_dir)
+    except ValueError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.sweep_dir}: {reason}", file=sys.stderr)
+    print(shlex.join(overrides))
+    return 0
 
 
-def plot_summary(rows: list[dict[str, Any]], keys: list[str], destination: Path) -> None:
-    """One panel per swept key: best validation accuracy of each completed job against that key's value."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    done = [row for row in rows if row.get("status") == "completed" and row.get("best_val_acc") is not None]
-    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
-    for axis, key in zip(axes[0], keys, strict=True):
-        values = [row["settings"].get(key, "") for row in done]
-        numeric = all(_as_number(v) is not None for v in values)
-        positions = [_as_number(v) for v in values] if numeric else values
-        axis.scatter(positions, [100 * row["best_val_acc"] for row in done])
-        axis.set_xlabel(key)
-        axis.set_ylabel("best val acc (%)")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(destination, dpi=100)
-    plt.close(figure)
-
-
-class SweepSummary(Callback):
-    """Hydra callback: after a multirun, summarise its jobs at the sweep root; exit 1 if any job failed."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_summary(sweep_dir)
-        failed = [row["job"] for row in rows if row.get("status") != "completed"]
-        log.info(
-            f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)}/{len(rows)} completed)"
-        )
-        if failed:
-            log.error(
-                f"{len(failed)} of {len(rows)} jobs did not complete (jobs {', '.join(failed)}); see "
-                f"{sweep_dir / 'summary.md'}. Rerun the same command with hydra.sweep.dir={sweep_dir} to "
-                f"retry them: finished jobs are skipped."
-            )
-            # Hydra turns exceptions raised in callbacks into warnings; a failed sweep must exit non-zero.
-            raise SystemExit(1)
+if __name__ == "__main__":
+    sys.exit(main())

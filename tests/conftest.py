@@ -13,10 +13,32 @@ from typing import Literal
 import numpy as np
 import pytest
 
+from seres.model import SEResNet
+
 CLASS_COUNT = 10
 TRAIN_FILES = 5
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(REPO / "train.py")]
+# The tiny network every test trains: the SE-ResNet's four stacks, one block each, 8 to 64 channels.
+TINY_NET = {"widths": [8, 16, 32, 64], "blocks": [1, 1, 1, 1], "stem_width": 8}
+TINY_MODEL = [f"model.{key}={value}".replace(" ", "") for key, value in TINY_NET.items()]
+# fp32 whatever the CPU (trainer.precision=auto would pick bf16 on some), so that results compare exactly
+# with the tests' own fp32 computations.
+TINY = [*TINY_MODEL, "data.num_workers=0", "trainer.precision=32-true"]
+
+
+def tiny_net(**kwargs) -> SEResNet:
+    return SEResNet(**TINY_NET, **kwargs)
+
+
+def fake_data(root: Path, val_size: int = 100, batch_size: int = 32) -> list[str]:
+    """Overrides for a fake CIFAR-10 tree written by write_fake_cifar10 (not the official files)."""
+    return [
+        f"data.root={root}",
+        "data.verify=false",
+        f"data.val_size={val_size}",
+        f"data.batch_size={batch_size}",
+    ]
 
 
 def run_command(command: list[str], expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:

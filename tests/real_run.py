@@ -8,14 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import real_cifar_root
+from conftest import TINY, real_cifar_root
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8"]
 # 20 steps of 64 images per epoch, 2 evaluation batches of 512 images for validation and for the test.
 SHORT_RUN = [
-    *TINY_MODEL,
-    "data.num_workers=0",
+    *TINY,
     "data.batch_size=64",
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=5",

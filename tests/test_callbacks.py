@@ -8,7 +8,9 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from seres import callbacks
@@ -120,6 +122,75 @@ def test_test_figures_count_the_confusion_matrix_and_keep_the_most_confident_mis
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     events.Reload()
     assert set(events.Tags()["images"]) == {"test/confusion_matrix", "test/most_confident_mistakes"}
+
+
+# (true class, predicted class) of every test image: several batches, a short last one, classes never seen.
+KNOWN_PAIRS = (
+    [(0, 0)] * 5 + [(0, 3)] * 2 + [(1, 1)] * 3 + [(2, 9)] + [(5, 5)] * 4 + [(9, 2)] * 2 + [(7, 7)] * 2
+)
+
+
+class KnownPredictions(L.LightningModule):
+    """Predicts the class written into each image's first pixel, so every (true, predicted) pair is known.
+
+    Under DDP it shards the images itself, each one to one process, as seres.data.CIFAR10DataModule does.
+    """
+
+    def __init__(self, batch_size: int = 4) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def test_step(self, batch, batch_idx) -> dict[str, torch.Tensor]:
+        images, _ = batch
+        return {"logits": 4.0 * F.one_hot(images[:, 0, 0, 0].long(), len(CLASSES)).float()}
+
+    def test_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(0)
+        pairs = torch.tensor(KNOWN_PAIRS)[torch.randperm(len(KNOWN_PAIRS), generator=generator)]
+        images = torch.rand(len(pairs), 3, 32, 32, generator=generator)
+        images[:, 0, 0, 0] = pairs[:, 1].float()
+        dataset = TensorDataset(images, pairs[:, 0])
+        world = self.trainer.world_size
+        sampler = UnrepeatedDistributedSampler(dataset, world, self.trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler if world > 1 else None)
+
+
+def known_confusion() -> list[list[int]]:
+    matrix = [[0] * len(CLASSES) for _ in CLASSES]
+    for true, predicted in KNOWN_PAIRS:
+        matrix[true][predicted] += 1
+    return matrix
+
+
+def assert_counts_the_known_pairs(results: dict[str, float], out_dir) -> None:
+    matrix = json.loads((out_dir / "confusion.json").read_text())["matrix"]
+    assert matrix == known_confusion()
+    assert sum(map(sum, matrix)) == len(KNOWN_PAIRS)  # every image exactly once
+    for index, name in enumerate(CLASSES):
+        right = sum(pair == (index, index) for pair in KNOWN_PAIRS)
+        seen = sum(true == index for true, _ in KNOWN_PAIRS)
+        assert results[f"test/acc_{name}"] == pytest.approx(right / max(seen, 1))
+    assert (out_dir / "mistakes.png").is_file()
+
+
+def test_test_figures_count_every_known_true_and_predicted_pair_once(tmp_path):
+    figures = callbacks.TestFigures(output_dir=str(tmp_path / "out"), mistakes=4)
+    (results,) = trainer([figures]).test(KnownPredictions(), verbose=False)
+    assert_counts_the_known_pairs(results, tmp_path / "out")
+    # 5 images are wrong, all with the same confidence: 4 of them are kept.
+    confidence = torch.softmax(torch.tensor([4.0] + [0.0] * 9), dim=0)[0].item()
+    score, _, true, predicted = figures._wrong
+    assert score.tolist() == pytest.approx([confidence] * 4)
+    assert set(zip(true.tolist(), predicted.tolist(), strict=True)) <= {(0, 3), (2, 9), (9, 2)}
+
+
+@pytest.mark.slow
+def test_test_figures_sum_the_counts_of_two_processes_that_split_the_images_unevenly(tmp_path):
+    # 19 images over 2 processes (10 and 9): a count left out or counted twice would change the matrix.
+    figures = callbacks.TestFigures(output_dir=str(tmp_path / "out"), mistakes=4)
+    test = trainer([figures], devices=2, strategy="ddp_spawn", use_distributed_sampler=False)
+    (results,) = test.test(KnownPredictions(), verbose=False)
+    assert_counts_the_known_pairs(results, tmp_path / "out")
 
 
 def test_progress_bar_shows_images_per_second_and_the_loss_and_is_silent_when_disabled(tmp_path):

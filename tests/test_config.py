@@ -106,7 +106,7 @@ def test_logger_options_build(option, tmp_path):
     + [("debug", n) for n in group_options("debug")],
 )
 def test_named_recipes_and_debug_presets_compose(group, option):
-    cfg = compose_train(f"{group}={option}")
+    cfg = compose_train(f"{group}={option}", "model.compile=false")  # composition, not compilation
     assert build_network(cfg.model)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 

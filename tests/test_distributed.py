@@ -1,4 +1,4 @@
-"""DDP, torchrun and multirun sweeps with real processes on the CPU (issue: scale out)."""
+"""DDP, torchrun and multirun sweeps with real processes on the CPU."""
 
 import json
 import sys
@@ -6,14 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_command, run_train, write_fake_cifar10
+from conftest import TINY, fake_data, run_command, run_train, tiny_net, write_fake_cifar10
 from omegaconf import OmegaConf
 
 from seres.data import CIFAR10DataModule
-from seres.model import SEResNet
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
 TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2"]
 # What every job of a DDP sweep leaves in its directory (rank 1 writes only its log).
 JOB_FILES = ["best.ckpt", "last.ckpt", "best_model.pth", ".hydra/config.yaml", "train_ddp_process_1.log"]
@@ -28,7 +26,7 @@ def data_root(tmp_path_factory) -> Path:
 
 def data_args(root: Path) -> list[str]:
     # 400 images, 80 held out: 320 = 2 ranks x 5 batches x 32, so one epoch covers every image exactly.
-    return [f"data.root={root}", "data.verify=false", "data.val_size=80", "data.batch_size=32"]
+    return fake_data(root, val_size=80)
 
 
 def metrics(run_dir: Path) -> dict:
@@ -39,7 +37,7 @@ def evaluate_on_val(run_dir: Path, root: Path, val_size: int = 80) -> float:
     """Accuracy of best_model.pth on the validation split, in this single process."""
     data = CIFAR10DataModule(root=str(root), verify=False, val_size=val_size, batch_size=32, num_workers=0)
     data.setup()
-    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    net = tiny_net().eval()
     net.load_state_dict(torch.load(run_dir / "best_model.pth", weights_only=True))
     correct = 0
     with torch.no_grad():
@@ -174,6 +172,7 @@ def test_ddp_multirun_runs_complete_jobs_summarises_and_resumes(data_root, tmp_p
         "3",
         "multirun.yaml",
         "summary.csv",
+        "summary.json",
         "summary.md",
         "summary.png",
     ]

@@ -10,18 +10,18 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import real_cifar_root
+from conftest import real_cifar_root, tiny_net
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from real_run import REPO, run_cli, short_real_run
 from torch.utils.data import DataLoader, TensorDataset
 
 from eval import evaluate
+from seres.checkpoints import CheckpointError
 from seres.data import CLASSES, build_eval_transform, load_cifar10
 from seres.export import main as export_main
-from seres.model import SEResNet
 from seres.module import ClassifierModule
-from seres.predict import ModelLoadError, load_trained_model, newest_run_weights
+from seres.predict import load_trained_model, newest_run_weights
 from seres.predict import main as predict_main
 
 
@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory) -> Path:
 @torch.no_grad()
 def original_logits(run_dir: Path, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """The trained network as README shows it (no seres.predict), on uint8 images."""
-    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    net = tiny_net().eval()
     net.load_state_dict(torch.load(run_dir / "best_model.pth", weights_only=True))
     x = build_eval_transform([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])(images)
     return (net(x) + net(x.flip(-1))) / 2 if tta else net(x)
@@ -93,13 +93,13 @@ def test_eval_of_best_model_pth_with_tta_rebuilds_the_network_from_the_runs_conf
 
 
 def test_eval_of_a_missing_checkpoint_names_it():
-    with pytest.raises(ModelLoadError, match="/nonexistent/best.ckpt does not exist"):
+    with pytest.raises(CheckpointError, match="/nonexistent/best.ckpt does not exist"):
         evaluate(compose_eval("ckpt_path=/nonexistent/best.ckpt"))
 
 
 def test_tta_averages_the_logits_of_each_image_and_its_mirror():
     torch.manual_seed(0)
-    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    net = tiny_net().eval()
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     expected = ((net(x) + net(x.flip(-1))) / 2).argmax(1)
     plain = (net(x).argmax(1) == y).float().mean().item()
@@ -158,7 +158,7 @@ def test_predict_refuses_files_that_are_not_images_and_names_each(run_dir, test_
 
 
 def test_predict_without_a_model_takes_the_newest_run(tmp_path):
-    with pytest.raises(ModelLoadError, match="no trained model under .*pass --model RUN_DIR"):
+    with pytest.raises(CheckpointError, match="no trained model under .*pass --model RUN_DIR"):
         newest_run_weights([tmp_path / "outputs"])
     old, new = tmp_path / "outputs/day/09-00-00", tmp_path / "multirun/day/10-00-00/3"
     for run, mtime in [(old, 1_000_000), (new, 2_000_000)]:
@@ -169,17 +169,17 @@ def test_predict_without_a_model_takes_the_newest_run(tmp_path):
 
 
 def test_loading_names_what_is_wrong_with_the_model_path(run_dir, tmp_path):
-    with pytest.raises(ModelLoadError, match="holds neither best.ckpt nor best_model.pth"):
+    with pytest.raises(CheckpointError, match="holds neither best.ckpt nor best_model.pth"):
         load_trained_model(tmp_path)
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(run_dir / "best_model.pth", lone / "best_model.pth")
-    with pytest.raises(ModelLoadError, match=r"holds only weights.*\.hydra/config\.yaml"):
+    with pytest.raises(CheckpointError, match=r"holds only weights.*\.hydra/config\.yaml"):
         load_trained_model(lone / "best_model.pth")
     (lone / "junk.ckpt").write_bytes(b"\x00" * 64)
-    with pytest.raises(ModelLoadError, match="junk.ckpt is not a readable PyTorch file"):
+    with pytest.raises(CheckpointError, match="junk.ckpt is not a readable PyTorch file"):
         load_trained_model(lone / "junk.ckpt")
-    with pytest.raises(ModelLoadError, match=r"expected a Lightning checkpoint \(\.ckpt\)"):
+    with pytest.raises(CheckpointError, match=r"expected a Lightning checkpoint \(\.ckpt\)"):
         load_trained_model(run_dir / "metrics.json")
 
 

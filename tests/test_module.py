@@ -7,18 +7,18 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import tiny_net
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-from seres.model import SEResNet
 from seres.module import ClassifierModule, cosine_schedule, step_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_module(**kwargs) -> ClassifierModule:
-    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    net = tiny_net()
     return ClassifierModule(net, partial(torch.optim.SGD, lr=0.05, momentum=0.9), **kwargs)
 
 
@@ -127,7 +127,7 @@ def test_a_compiled_network_is_compiled_once_for_training_and_once_for_evaluatio
         graphs.append(graph)
         return graph.forward  # runs the captured graph as it is; what is counted is Dynamo's captures
 
-    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    net = tiny_net()
     module = ClassifierModule(
         torch.compile(net, backend=counting_backend), partial(torch.optim.SGD, lr=0.05), tta=True
     )

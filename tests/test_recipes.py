@@ -1,11 +1,7 @@
-"""Pieces the accuracy recipes are built from: parallel seeds, time to accuracy, EMA, the fast recipe."""
+"""Pieces the accuracy recipes are built from: seeds over a multirun, time to accuracy, EMA, the recipes."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -13,23 +9,16 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_command
+from conftest import TINY, fake_data, run_command, tiny_net
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from seres.data import CIFAR10DataModule
-from seres.model import SEResNet
 from seres.module import ClassifierModule
-from seres.seeds import overrides_from_sweep
-from seres.sweep import select_job
+from seres.sweep import chosen_overrides, select_job
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
-
-
-def fake_data(root: Path) -> list[str]:
-    return [f"data.root={root}", "data.verify=false", "data.val_size=100", "data.batch_size=32"]
 
 
 def cpu_run(root: Path, *overrides: str) -> list[str]:
@@ -69,7 +58,7 @@ def test_best_recipe_ema_averages_every_fourth_step_with_its_decay():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=best", "paths.output_dir=/unused"])
     ema, record = instantiate(cfg.callbacks.ema), RecordFcWeight()
-    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
+    net = tiny_net()
     module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1))
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     trainer = L.Trainer(
@@ -139,96 +128,45 @@ def test_selection_takes_the_soonest_to_target_and_never_reads_the_test_set(tmp_
     assert job["job"] == "2" and "no job reached its target" in reason
 
 
-def test_seeds_from_a_sweep_take_the_chosen_job_without_its_seed_and_test_every_seed(tmp_path):
+def test_the_chosen_job_is_carried_to_new_seeds_without_its_seed_search_or_test_setting(tmp_path):
     sweep = tmp_path / "sweep"
-    chosen = [
-        "experiment=fast",
-        "hparams_search=fast_grid",
-        "seed=7",
-        "optimizer.lr=0.4",
-        "trainer.max_epochs=12",
-    ]
+    chosen = ["experiment=fast", "hparams_search=fast_grid", "seed=7", "optimizer.lr=0.4", "test=false"]
     write_job(sweep, 0, chosen, best_val_acc=0.95, seconds_to_target=9.0, epoch_at_target=12)
-    overrides, selection = overrides_from_sweep(sweep, ["trainer.max_epochs=2", "+callbacks.x.y=1"])
-    assert overrides == [
-        "experiment=fast",
-        "optimizer.lr=0.4",
-        "test=true",
-        "trainer.max_epochs=2",
-        "+callbacks.x.y=1",
-    ]
-    assert selection["job"] == "0" and selection["sweep"] == str(sweep)
+    write_job(sweep, 1, ["optimizer.lr=0.8"], best_val_acc=0.96, seconds_to_target=None)
+    overrides, reason = chosen_overrides(sweep)
+    assert overrides == ["experiment=fast", "optimizer.lr=0.4", "test=true"] and "job 0" in reason
 
 
-def test_seeds_stopped_half_way_keep_the_summary_of_the_finished_ones(fake_cifar_bin, tmp_path):
-    # As a time limit stops a GPU session's step: the seeds that finished are summarised, the others are
-    # "missing", and an earlier run's metrics.json is never counted as this run's.
-    out = tmp_path / "seeds"
-    (out / "seed1").mkdir(parents=True)
-    (out / "seed1" / "metrics.json").write_text(json.dumps({"status": "completed", "test_acc": 0.99}))
-    command = [sys.executable, "-m", "seres.seeds", "--out", str(out), "--seeds", "0", "1", "--parallel", "1"]
-    overrides = cpu_run(fake_cifar_bin, "trainer.max_epochs=1")
-    process = subprocess.Popen([*command, "--", *overrides], cwd=REPO, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not (out / "seeds.json").is_file() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the runner and the second seed's run with it
-        process.wait()
-    summary = json.loads((out / "seeds.json").read_text())
-    assert summary["runs"]["0"]["status"] == "completed" and summary["runs"]["1"] == {"status": "missing"}
-    assert summary["stats"]["test_acc"] == {"mean": summary["runs"]["0"]["test_acc"], "std": 0.0, "n": 1}
-
-
-def test_seeds_from_an_unfinished_sweep_are_refused_naming_it(tmp_path):
-    result = run_command(
-        [sys.executable, "-m", "seres.seeds", "--out", str(tmp_path / "out"), "--from-sweep", str(tmp_path)],
-        expect_ok=False,
-    )
+def test_choosing_from_an_unfinished_sweep_is_refused_naming_it(tmp_path):
+    result = run_command([sys.executable, "-m", "seres.sweep", "chosen", str(tmp_path)], expect_ok=False)
     assert (
         f"sweep directory {tmp_path} has no jobs" in result.stderr and "multirun/DATE/TIME" in result.stderr
     )
-    assert not (tmp_path / "out").exists()
+    assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_grid_on_validation_then_seeds_in_parallel_report_mean_and_spread(fake_cifar_bin, tmp_path):
-    # The fast recipe's protocol at tiny size: a sweep that never tests, the job chosen on validation,
-    # then new seeds of it, side by side, each tested once.
-    sweep, out = tmp_path / "grid", tmp_path / "seeds"
+def test_reproducing_fast_tunes_on_validation_then_tests_seeds_of_the_chosen_job(fake_cifar_bin, tmp_path):
+    # scripts/reproduce.sh fast at tiny size: a grid that never tests, the job chosen on validation, then
+    # new seeds of it as a multirun, each tested once, summarised over the seeds.
+    out = tmp_path / "fast"
     tiny = cpu_run(fake_cifar_bin, "trainer=cpu", "model.compile=false", "data.eval_batch_size=50")
-    grid = ["experiment=fast", "hparams_search=fast_grid", "optimizer.lr=0.01,0.2", "trainer.max_epochs=1"]
-    run_command([sys.executable, "train.py", "-m", *grid, *tiny, f"hydra.sweep.dir={sweep}"])
-    jobs = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in (0, 1)]
+    grid = ["optimizer.lr=0.01,0.2", "trainer.max_epochs=1", "scheduler.warmup_epochs=0.5"]
+    grid.append("callbacks.time_to_accuracy.target=0.0")
+    script = [str(REPO / "scripts" / "reproduce.sh"), "fast", "--out", str(out), "--seeds", "0,1"]
+    run_command([*script, "--data", str(fake_cifar_bin), *grid, *tiny])
+    jobs = [json.loads((out / "grid" / str(n) / "metrics.json").read_text()) for n in (0, 1)]
     assert all(job["status"] == "completed" and job["test_acc"] is None for job in jobs)
-    best_lr = max(jobs, key=lambda job: job["best_val_acc"])["lr"]
-
-    run_command(
-        [
-            sys.executable,
-            "-m",
-            "seres.seeds",
-            "--out",
-            str(out),
-            "--seeds",
-            "0",
-            "1",
-            "--from-sweep",
-            str(sweep),
-            "--",
-            "callbacks.time_to_accuracy.target=0.0",
-        ]
-    )
-    summary = json.loads((out / "seeds.json").read_text())
-    runs = [summary["runs"][str(seed)] for seed in (0, 1)]
+    soonest = min(jobs, key=lambda job: job["seconds_to_target"])["lr"]
+    runs = [json.loads((out / "seeds" / str(n) / "metrics.json").read_text()) for n in (0, 1)]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "completed" for r in runs)
-    assert all(r["lr"] == best_lr and r["epochs"] == 1 and r["seconds_to_target"] > 0 for r in runs)
+    assert all(r["lr"] == soonest and r["epochs"] == 1 and r["test_acc"] is not None for r in runs)
+    (group,) = json.loads((out / "seeds" / "summary.json").read_text())["groups"]
     test_accs = [r["test_acc"] for r in runs]
-    stats = summary["stats"]["test_acc"]
-    assert stats["n"] == 2 and stats["mean"] == pytest.approx(sum(test_accs) / 2)
+    stats = group["stats"]["test_acc"]
+    assert group["seeds"] == [0, 1] and stats["n"] == 2 and stats["mean"] == pytest.approx(sum(test_accs) / 2)
     assert stats["std"] == pytest.approx(abs(test_accs[0] - test_accs[1]) / 2**0.5)
-    seeds_md = (out / "seeds.md").read_text()
-    assert "test_acc:" in seeds_md and f"Selected from the sweep {sweep}" in seeds_md
+    summary_md = (out / "seeds" / "summary.md").read_text()
+    assert "## Over seeds" in summary_md and f"{stats['mean']:.4f} ± {stats['std']:.4f} (n=2)" in summary_md
 
 
 @pytest.mark.parametrize(("target", "reached"), [(0.0, True), (1.01, False)])
@@ -286,7 +224,7 @@ def loss_on_test_split(state_dict: dict, root: Path) -> float:
     """Mean cross-entropy of the tiny network with `state_dict` over the test split, in this process."""
     data = CIFAR10DataModule(root=str(root), verify=False, val_size=100, num_workers=0)
     data.setup()
-    net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8).eval()
+    net = tiny_net().eval()
     net.load_state_dict(state_dict)
     with torch.no_grad():
         losses = [F.cross_entropy(net(x), y, reduction="sum") for x, y in data.test_dataloader()]

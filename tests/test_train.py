@@ -5,22 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import real_cifar_root, run_train
+from conftest import TINY, fake_data, real_cifar_root, run_train, tiny_net
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seres.data import build_eval_transform, load_cifar10
-from seres.model import SEResNet
 
-TINY = ["model.widths=[8,16,32,64]", "model.blocks=[1,1,1,1]", "model.stem_width=8", "data.num_workers=0"]
 RUN_FILES = ["best.ckpt", "last.ckpt", "best_model.pth", "metrics.json", ".hydra/config.yaml"]
-
-
-def tiny_net() -> SEResNet:
-    return SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
-
-
-def fake_data(root: Path) -> list[str]:
-    return [f"data.root={root}", "data.verify=false", "data.val_size=100", "data.batch_size=32"]
 
 
 def read_events(run_dir: Path) -> EventAccumulator:

@@ -1,0 +1,24 @@
+"""Lightning callbacks that the configs in conf/callbacks/ switch on, one per module.
+
+None of them adds a host-device synchronisation per training step: values computed on the device are
+logged at the trainer's `log_every_n_steps` cadence only, and time is measured with host timestamps.
+"""
+
+from seres.callbacks.ema import EMA
+from seres.callbacks.epoch_summary import EpochSummary
+from seres.callbacks.monitor import TrainingMonitor
+from seres.callbacks.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
+from seres.callbacks.progress import ProgressBar
+from seres.callbacks.test_figures import TestFigures
+from seres.callbacks.time_to_accuracy import TimeToAccuracy
+
+__all__ = [
+    "EMA",
+    "EpochSummary",
+    "NonFiniteLossError",
+    "ProgressBar",
+    "StopOnNonFiniteLoss",
+    "TestFigures",
+    "TimeToAccuracy",
+    "TrainingMonitor",
+]

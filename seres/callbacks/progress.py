@@ -1,0 +1,101 @@
+"""ProgressBar: Lightning's rich progress bar with training images/s and the latest loss."""
+
+import logging
+import sys
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+from rich.file_proxy import FileProxy
+
+from seres.callbacks.cadence import is_logging_step
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, plus training images/s and the latest training loss.
+
+    `enabled=False` (config `progress=false`) shows nothing, for logs; EpochSummary's line stays either way.
+    The loss is read at the `log_every_n_steps` cadence only, so the bar adds no per-step synchronisation.
+    """
+
+    def __init__(self, enabled: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not enabled:
+            self.disable()
+        self._rerouted: dict[logging.StreamHandler, Any] = {}
+        self._images = 0
+        self._epoch_start = 0.0
+        self._rate: float | None = None
+        self._loss: float | None = None
+        self._logging_step = False
+
+    def _route_console_logs_through_rich(self) -> None:
+        # In a terminal, rich's live display replaces sys.stdout/stderr with proxies that print above the
+        # bar; logging handlers keep the real streams, so the line per epoch would garble the display.
+        for handler in logging.getLogger().handlers:
+            if type(handler) is not logging.StreamHandler or handler in self._rerouted:
+                continue
+            for proxy in (sys.stdout, sys.stderr):
+                if isinstance(proxy, FileProxy) and handler.stream is proxy.rich_proxied_file:
+                    self._rerouted[handler] = handler.setStream(proxy)
+
+    def _restore_console_logs(self) -> None:
+        for handler, stream in self._rerouted.items():
+            handler.setStream(stream)
+        self._rerouted.clear()
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_sanity_check_start(trainer, pl_module)
+        self._route_console_logs_through_rich()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._route_console_logs_through_rich()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_test_start(trainer, pl_module)
+        self._route_console_logs_through_rich()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
+        self._restore_console_logs()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self._restore_console_logs()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._images, self._epoch_start = 0, time.perf_counter()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._logging_step = is_logging_step(trainer)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.is_enabled:
+            self._record_throughput_and_loss(trainer, outputs, batch)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _record_throughput_and_loss(self, trainer: L.Trainer, outputs: Any, batch: Any) -> None:
+        # Host timestamps (no device sync per step); measured here, so that the validation at the end of
+        # the epoch does not lower the figure.
+        self._images += len(batch[0]) * trainer.world_size
+        self._rate = self._images / max(time.perf_counter() - self._epoch_start, 1e-9)
+        if self._logging_step and isinstance(outputs, dict) and "loss" in outputs:
+            self._loss = float(outputs["loss"])
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)  # the logger's version: always "" here
+        if self._loss is not None:
+            items["loss"] = self._loss
+        if self._rate is not None:
+            items["img/s"] = f"{self._rate:.0f}"
+        return items

@@ -1,0 +1,150 @@
+"""The CPU input pipeline: augmentation settings, per-image training and evaluation transforms, the dataset.
+
+Images are uint8 tensors (3, 32, 32) in and normalised float32 out. The GPU pipeline
+(:mod:`seres.data.gpu_augment`) reads the same :class:`Augmentation` settings and follows these transforms'
+order and semantics on whole batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation settings; every default means "off".
+
+    crop_padding: pixels of zero padding before a random 32x32 crop.
+    flip: random horizontal flip with probability 0.5.
+    rotation: maximum rotation in degrees (uniform in [-rotation, rotation]).
+    translate: maximum shift as a fraction of the image size, both axes (0..1).
+    brightness, contrast, saturation: ColorJitter strengths (factor uniform in [1-x, 1+x]).
+    cutout: side in pixels of one square patch set to 0 after normalisation (the mean colour), placed with
+        its centre uniform over the image and clipped at the border.
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+    rotation: float = 0.0
+    translate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    cutout: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("crop_padding", "cutout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"data.aug.{name} must be an int >= 0 (0 = off), got {value!r}")
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"data.aug.flip must be true or false, got {self.flip!r}")
+        for name in ("rotation", "translate", "brightness", "contrast", "saturation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"data.aug.{name} must be a number >= 0 (0 = off), got {value!r}")
+        if self.translate > 1:
+            raise ValueError(
+                f"data.aug.translate is a fraction of the image size in [0, 1], got {self.translate}"
+            )
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> Augmentation:
+        """Build from a mapping (e.g. the ``data.aug`` config); unknown keys raise ValueError."""
+        allowed = [field.name for field in dataclasses.fields(cls)]
+        unknown = [key for key in settings if key not in allowed]
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation setting(s) {', '.join(f'data.aug.{key}' for key in unknown)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        return cls(**dict(settings))
+
+    @classmethod
+    def coerce(cls, aug: Mapping[str, Any] | Augmentation | None) -> Augmentation:
+        """Accept an Augmentation, a mapping of its fields, or None (no augmentation)."""
+        if aug is None:
+            return cls()
+        if isinstance(aug, Augmentation):
+            return aug
+        if isinstance(aug, Mapping):
+            return cls.from_dict(aug)
+        raise ValueError(
+            f"data.aug must be a mapping of augmentation settings or null, got {type(aug).__name__}"
+        )
+
+
+class Cutout(torch.nn.Module):
+    """Set one random ``size`` x ``size`` square of a (..., H, W) tensor to 0 (centre uniform, clipped)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: Tensor) -> Tensor:
+        height, width = image.shape[-2:]
+        top = int(torch.randint(height, ())) - self.size // 2
+        left = int(torch.randint(width, ())) - self.size // 2
+        image = image.clone()  # the dataset's tensor must not change
+        image[..., max(top, 0) : max(top + self.size, 0), max(left, 0) : max(left + self.size, 0)] = 0
+        return image
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+def build_train_transform(aug: Augmentation, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Per-image training transform: uint8 (3, 32, 32) in, normalised float32 (3, 32, 32) out.
+
+    Order: RandomCrop -> HorizontalFlip -> Rotation -> Affine translate -> ColorJitter -> ToDtype ->
+    Normalize -> Cutout, each step only when enabled in ``aug``.
+    """
+    steps: list[Callable[[Tensor], Tensor]] = []
+    if aug.crop_padding:
+        steps.append(v2.RandomCrop(32, padding=aug.crop_padding))
+    if aug.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if aug.rotation:
+        steps.append(v2.RandomRotation(aug.rotation))
+    if aug.translate:
+        steps.append(v2.RandomAffine(degrees=0, translate=(aug.translate, aug.translate)))
+    if aug.brightness or aug.contrast or aug.saturation:
+        steps.append(v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation))
+    steps.extend(build_eval_transform(mean, std).transforms)
+    if aug.cutout:
+        steps.append(Cutout(aug.cutout))
+    return v2.Compose(steps)
+
+
+def build_eval_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Evaluation transform: uint8 (3, 32, 32) -> float32 in [0, 1] -> (x - mean) / std per channel."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+
+class TensorImageDataset(Dataset):
+    """Images from a uint8 tensor (N, 3, H, W) with int64 labels (N,), each passed through ``transform``."""
+
+    def __init__(
+        self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor] | None = None
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]

@@ -1,0 +1,81 @@
+"""Checks before a run's directory is made: a refused start prints one message and writes nothing.
+
+Hydra creates the run directory, its `.hydra/` files and `train.log` before train.py's task function
+starts, and rewrites `.hydra/` of a run being resumed. So these checks run earlier, as a Hydra callback
+(`StartChecks`, enabled in conf/hydra/default.yaml): the settings (seres.config_checks), the dataset files
+already present, and a resume under the run's own settings. train.train repeats the settings check.
+"""
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from seres.atomic import DiskFullError
+from seres.callbacks import NonFiniteLossError
+from seres.checkpoints import CheckpointError
+from seres.config_checks import ConfigError, check_config
+from seres.data import CIFAR10Error, find_cifar10
+from seres.interrupts import RunInterrupted
+from seres.precision import resolve_precision
+from seres.resume import require_same_settings
+
+# What a run leaves that another run must not replace.
+RUN_RESULTS = ("last.ckpt", "best.ckpt", "best_model.pth", "metrics.json")
+# Errors a user can fix from the message alone: printed as one line, without a traceback.
+USER_ERRORS = (ConfigError, CIFAR10Error, CheckpointError, NonFiniteLossError, DiskFullError, RunInterrupted)
+
+
+def task_config(config: DictConfig, run_dir: Path) -> DictConfig:
+    """The config train.py will see in `run_dir`, made before Hydra has set up the job."""
+    config = copy.deepcopy(config)
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(run_dir)  # as Hydra's run_job sets it
+    HydraConfig.instance().set_config(config)  # so that ${hydra:...} resolves
+    with read_write(config), open_dict(config):
+        del config["hydra"]
+    return config
+
+
+def require_unused(run_dir: Path) -> None:
+    """A directory that holds a run's results is never trained into again without resume=true."""
+    found = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+    if found:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(found)}); nothing was changed. Continue that run "
+            f"with resume=true, or give a new directory: hydra.run.dir=... (or leave it out for a fresh one)"
+        )
+
+
+def check_start(cfg: DictConfig, run_dir: Path) -> None:
+    """Raise one of USER_ERRORS if the run `cfg` in `run_dir` cannot start as asked."""
+    check_config(OmegaConf.to_container(cfg, resolve=True))
+    resolve_precision(cfg)  # as train.py will, so that a resume compares the precision the run used
+    # Files that are there but damaged; missing ones are fetched later by the DataModule.
+    find_cifar10(cfg.data.root, verify=cfg.data.verify)
+    last = run_dir / "last.ckpt"
+    if not cfg.resume:
+        require_unused(run_dir)
+    elif last.is_file():
+        require_same_settings(last, cfg)
+
+
+def exit_with(error: BaseException) -> None:
+    print(f"Error: {error}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+class StartChecks(Callback):
+    """Hydra callback: refuse a run that cannot start, before Hydra writes anything of it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_start(task_config(config, Path(config.hydra.run.dir)), Path(config.hydra.run.dir))
+        except USER_ERRORS as error:
+            # Hydra turns a callback's exception into a warning and would go on; stop here instead.
+            exit_with(error)
