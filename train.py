@@ -72,6 +72,9 @@ def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer of `cfg`; trainer.precision=auto becomes this machine's choice, in `cfg` too (logged)."""
+    if reason := resolve_precision(cfg):
+        log.info(reason)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -135,8 +138,6 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     `overrides` (the command line's) are recorded in metrics.json so a sweep can recognise a finished job.
     """
     check_config(OmegaConf.to_container(cfg, resolve=True))
-    if reason := resolve_precision(cfg):
-        log.info(reason)
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg)

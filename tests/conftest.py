@@ -41,6 +41,17 @@ def fake_data(root: Path, val_size: int = 100, batch_size: int = 32) -> list[str
     ]
 
 
+# Fixtures that train a run in a subprocess: a test that uses one is an end-to-end test.
+END_TO_END_FIXTURES = {"run_dir", "single_run", "finished_run", "uninterrupted", "smoke_run", "cpu_full_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the end-to-end tests `slow`, so that `make test-fast` (pytest -m "not slow") leaves them out."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_command(command: list[str], expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """Run a command as a user would, with tests/ importable (test callbacks); assert how it exits."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}

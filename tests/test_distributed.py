@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 
 from seres.data import CIFAR10DataModule
 
+pytestmark = pytest.mark.slow  # real runs in subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2"]
 # What every job of a DDP sweep leaves in its directory (rank 1 writes only its log).

@@ -120,7 +120,8 @@ def test_a_compiled_network_is_compiled_once_for_training_and_once_for_evaluatio
     # The project's trainer settings: validation, the final test and flip-averaged evaluation share one
     # compiled evaluation graph (every graph is a whole compilation of the network).
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"paths.output_dir={tmp_path}", "trainer=cpu"])
+        overrides = [f"paths.output_dir={tmp_path}", "trainer=cpu", "trainer.precision=32-true"]
+        cfg = compose(config_name="train", overrides=overrides)
     graphs = []
 
     def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:

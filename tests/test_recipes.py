@@ -72,6 +72,7 @@ def test_best_recipe_ema_averages_every_fourth_step_with_its_decay():
     torch.testing.assert_close(net.fc.weight.detach(), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["best", "fast"])
 def test_recipe_runs_end_to_end_on_the_cpu_at_tiny_size(recipe, fake_cifar_bin, tmp_path):
     # The recipe's own pipeline, augmentation, schedule and callbacks; only the size and the GPU-only
@@ -145,6 +146,7 @@ def test_choosing_from_an_unfinished_sweep_is_refused_naming_it(tmp_path):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.slow
 def test_reproducing_fast_tunes_on_validation_then_tests_seeds_of_the_chosen_job(fake_cifar_bin, tmp_path):
     # scripts/reproduce.sh fast at tiny size: a grid that never tests, the job chosen on validation, then
     # new seeds of it as a multirun, each tested once, summarised over the seeds.
@@ -169,6 +171,7 @@ def test_reproducing_fast_tunes_on_validation_then_tests_seeds_of_the_chosen_job
     assert "## Over seeds" in summary_md and f"{stats['mean']:.4f} ± {stats['std']:.4f} (n=2)" in summary_md
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "reached"), [(0.0, True), (1.01, False)])
 def test_time_to_accuracy_is_recorded_in_metrics(target, reached, fake_cifar_bin, tmp_path):
     run_dir = tmp_path / "run"
@@ -195,6 +198,7 @@ def test_time_to_accuracy_is_recorded_in_metrics(target, reached, fake_cifar_bin
         assert metrics["epoch_at_target"] is None and metrics["seconds_to_target"] is None
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_checkpointed_and_exported(fake_cifar_bin, tmp_path):
     run_dir = tmp_path / "ema"
     ema = [

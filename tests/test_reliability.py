@@ -18,6 +18,8 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 
 from train import train
 
+pytestmark = pytest.mark.slow  # real runs in subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 
 

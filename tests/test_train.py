@@ -10,6 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from seres.data import build_eval_transform, load_cifar10
 
+pytestmark = pytest.mark.slow  # real runs in subprocesses
+
 RUN_FILES = ["best.ckpt", "last.ckpt", "best_model.pth", "metrics.json", ".hydra/config.yaml"]
 
 

@@ -11,6 +11,12 @@
 
     python -m seres.bench                        # a GPU: layer4, batch 1024, bf16, channels_last, compiled
     python -m seres.bench --quick --device cpu   # smoke sizes (tiny network, a few steps), as CI runs it
+    python -m seres.bench --device cpu --cpu-full  # a CPU at real size: which setting trains fastest
+
+--cpu-full (cpu_run.py) runs on a CPU, in place of the four sections: (A) the plain loop of (2) under each
+precision, layout and compile setting, one table (cpu_grid.py); (B) the Lightning loop next to the plain loop
+at the fastest of them; (C) the data path alone: the tensor pipeline of (4) in the main process against a
+DataLoader with the project's per-image transforms and 0, 1 and 2 workers (cpu_data.py).
 
 The recipes (optimizers, clipping, augmentations, normalisation, the seed's batch size, the epoch's size)
 are composed from conf/ with Hydra (recipe.py); the sizes are the benchmark's own (settings.py). Images are

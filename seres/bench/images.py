@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seres.bench.recipe import Recipe
 from seres.bench.settings import Settings
 from seres.bench.timing import time_steps
 from seres.data import GPUTrainLoader, load_cifar10, stratified_split
@@ -30,16 +31,22 @@ def load_images(settings: Settings) -> tuple[Tensor, Tensor, str]:
     return images, labels, f"random uint8 images ({n:,} x 3 x 32 x 32), no dataset needed"
 
 
-def gpu_loader(images: Tensor, labels: Tensor, settings: Settings) -> GPUTrainLoader:
-    """The GPU pipeline over `images` with the seed recipe's augmentations and normalisation."""
-    seed = settings.seed
+def gpu_loader(
+    images: Tensor, labels: Tensor, settings: Settings, recipe: Recipe | None = None
+) -> GPUTrainLoader:
+    """The GPU pipeline over `images` with `recipe`'s augmentations and normalisation (default: the seed's).
+
+    It runs on the settings' device, a CPU included: there it is the batched tensor pipeline in the main
+    process.
+    """
+    recipe = recipe or settings.seed
     return GPUTrainLoader(
         images,
         labels,
         batch_size=settings.batch_size,
-        aug=seed.aug,
-        mean=seed.mean,
-        std=seed.std,
+        aug=recipe.aug,
+        mean=recipe.mean,
+        std=recipe.std,
         device=settings.torch_device,
         seed=0,
         channels_last=settings.channels_last,

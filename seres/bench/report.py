@@ -43,9 +43,28 @@ def describe_augmentation(aug: Augmentation) -> str:
     return ", ".join(parts) or "none"
 
 
+def title_line(c: dict[str, Any]) -> str:
+    return f"seres.bench {c['date']} | {c['device_name']} | torch {c['torch']} | lightning {c['lightning']}"
+
+
+def model_line(config: dict[str, Any]) -> str:
+    model = ", ".join(f"{k}={v}" for k, v in config["model"].items())
+    return f"model SEResNet({model}), {config['params']:,} parameters"
+
+
+def flops_line(flops: dict[str, Any]) -> str:
+    return (
+        f"FLOPs per image: forward {flops['forward_per_image'] / 1e9:.3f} G, training step "
+        f"{flops['train_step_per_image'] / 1e9:.3f} G ({flops['method']})"
+    )
+
+
+def peak_text(peak: dict[str, Any]) -> str:
+    return f"{peak['matmul']} matrix product {peak['tflops']:.4g} TFLOP/s"
+
+
 def header(results: dict[str, Any]) -> str:
-    c, flops, peak = results["config"], results["flops"], results["peak"]
-    model = ", ".join(f"{k}={v}" for k, v in c["model"].items())
+    c = results["config"]
     runs = [
         f"batch {c['batch_size']}",
         c["precision"],
@@ -54,12 +73,11 @@ def header(results: dict[str, Any]) -> str:
         f"{c['warmup']} warm-up + {c['steps']} timed steps",
     ]
     lines = [
-        f"seres.bench {c['date']} | {c['device_name']} | torch {c['torch']} | lightning {c['lightning']}",
-        f"model SEResNet({model}), {c['params']:,} parameters | " + ", ".join(runs),
+        title_line(c),
+        f"{model_line(c)} | " + ", ".join(runs),
         f"data: {c['data']}; {c['augmentation']}",
-        f"FLOPs per image: forward {flops['forward_per_image'] / 1e9:.3f} G, training step "
-        f"{flops['train_step_per_image'] / 1e9:.3f} G ({flops['method']})",
-        f"peak: {peak['matmul']} matrix product {peak['tflops']:.4g} TFLOP/s",
+        flops_line(results["flops"]),
+        f"peak: {peak_text(results['peak'])}",
     ]
     if c["quick"]:
         lines.append("SMOKE SIZES (--quick or CPU): these numbers say nothing about GPU throughput")

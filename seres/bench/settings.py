@@ -1,9 +1,9 @@
-"""What one benchmark run measures: the sizes for a GPU and for a smoke run, and the recipes it trains."""
+"""What one benchmark run measures: the sizes (GPU, smoke run, CPU at real size) and the recipes it trains."""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from seres.bench.recipe import Recipe
 
 FULL_MODEL: dict[str, Any] = {"layer4": True}  # the paper's final model, 4,398,890 parameters
 TINY_MODEL: dict[str, Any] = {"widths": [8, 16, 32, 64], "blocks": [1, 1, 1, 1], "stem_width": 8}
+MODELS: dict[str, dict[str, Any]] = {"paper": FULL_MODEL, "tiny": TINY_MODEL}  # --model
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "model": FULL_MODEL,
@@ -32,6 +33,17 @@ SIZES: dict[str, dict[str, Any]] = {
         "data_epochs": 2,
         "seed_steps": 3,
         "seed_warmup": 1,
+    },
+    # --cpu-full: the batch is the project recipe's data.batch_size (cli.py); (3) and (4) do not run, the
+    # data paths time one epoch each over these images (cpu_data.py).
+    "cpu_full": {
+        "model": FULL_MODEL,
+        "steps": 20,
+        "warmup": 3,
+        "images": 10_240,
+        "data_epochs": 1,
+        "seed_steps": 0,
+        "seed_warmup": 0,
     },
 }
 
@@ -59,6 +71,11 @@ class Settings:
     budget_s: float  # the uncompiled runs are skipped when they would end after this
     project: Recipe  # optimizer and clipping of (1) and (2)
     seed: Recipe  # augmentation and normalisation of every section; optimizer, clipping and batch of (3)
+    # --cpu-full: the CPU grid of settings (cpu_run.py) instead of the four sections; `compile` then says
+    # whether the grid has its compiled rows, and `pinned` holds the Lightning comparison's settings that
+    # flags gave (precision, channels_last, compile), the others coming from the fastest row.
+    cpu_full: bool = False
+    pinned: dict[str, Any] = field(default_factory=dict)
 
     @property
     def torch_device(self) -> torch.device:
