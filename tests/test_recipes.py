@@ -31,8 +31,6 @@ def test_fast_recipe_composes_to_the_gpu_settings():
     assert cfg.model.layer4 and cfg.model.compile and cfg.model.channels_last
     assert cfg.data.pipeline == "gpu" and cfg.trainer.precision == "bf16-mixed" and cfg.tta
     assert cfg.callbacks.time_to_accuracy.target == 0.94
-    # Its length fits the budget it is made for: 15 s at the speed target of 50,000 training images/s.
-    assert cfg.trainer.max_epochs * (50_000 - cfg.data.val_size) <= 15 * 50_000
 
 
 def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():

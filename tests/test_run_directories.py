@@ -35,13 +35,6 @@ def test_two_runs_started_in_the_same_second_keep_their_own_complete_results(fak
         assert len(re.findall(r"epoch +1/1 \|", log)) == 1 and log.count("done: best val acc") == 1
 
 
-def test_the_default_run_directory_is_the_time_and_a_suffix(fake_cifar_bin, tmp_path):
-    run_train(*TINY, *fake_data(fake_cifar_bin), *SHORT, "test=false", cwd=tmp_path)
-    (run_dir,) = (tmp_path / "outputs").glob("*/*")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d", run_dir.parent.name)
-    assert re.fullmatch(r"\d\d-\d\d-\d\d-[0-9a-f]{6}", run_dir.name)
-
-
 def test_a_second_run_into_a_used_directory_is_refused_and_changes_nothing(fake_cifar_bin, tmp_path):
     run_dir = tmp_path / "run42"
     overrides = [*TINY, *fake_data(fake_cifar_bin), *SHORT, f"hydra.run.dir={run_dir}"]
