@@ -121,7 +121,7 @@ class ClassifierModule(L.LightningModule):
         loss = self.criterion(logits, y)
         loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         # The batch mean once per image: a per-image mean even for a short last batch, without copying a
-        # weight to the device (nan_strategy="disable" would also drop a weight; torchmetrics issue 3434).
+        # weight to the device (with nan_strategy="disable", torchmetrics would also drop a given weight).
         loss_metric.update(loss.detach().expand(y.numel()))
         acc_metric.update(logits.detach(), y)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage != "test")

@@ -47,9 +47,7 @@ class GPUTrainLoader:
         channels_last: bool = False,
     ) -> None:
         """images: (N, 3, H, W) uint8; labels: (N,) integer; mean/std: per-channel, in [0, 1] units."""
-        _check_dataset(images, labels)
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        _check_dataset(images, labels, rank, world_size)
         self.device = torch.device(device)
         self.images = images.to(self.device)  # the only host-to-device copy of pixels
         self.labels = labels.to(self.device, torch.int64)
@@ -118,9 +116,7 @@ class GPUEvalLoader:
         world_size: int = 1,
         channels_last: bool = False,
     ) -> None:
-        _check_dataset(images, labels)
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        _check_dataset(images, labels, rank, world_size)
         device = torch.device(device)
         shard = slice(rank, None, world_size)
         # One copy of this rank's share to the device, normalised as the CPU eval transform does (bitwise).
@@ -137,7 +133,10 @@ class GPUEvalLoader:
             yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
 
 
-def _check_dataset(images: Tensor, labels: Tensor) -> None:
+def _check_dataset(images: Tensor, labels: Tensor, rank: int, world_size: int) -> None:
+    """What both loaders need: uint8 images with one label each, and a rank among the processes."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
     if labels.shape != images.shape[:1]:
