@@ -25,11 +25,14 @@ data: install  ## Get CIFAR-10 into $(DATA)/ (existing files, torchvision, or th
 train: data  ## Train the default config; pass overrides as ARGS="model.layer4=true ..."
 	$(PY) train.py $(ARGS)
 
+# One pytest worker per core (pytest-xdist): most tests wait on a subprocess's imports, not on arithmetic.
+PYTEST := $(PY) -m pytest -n auto --dist worksteal
+
 test: data  ## Run the whole test suite
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: data  ## The edit loop: every test but the end-to-end runs (pytest -m "not slow")
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: install  ## Training throughput (GPU: full size; CPU: smoke sizes); e.g. ARGS="--json bench.json"
 	$(PY) -m seres.bench $(ARGS)

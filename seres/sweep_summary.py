@@ -23,9 +23,9 @@ log = logging.getLogger("seres")
 
 JOB_COLUMNS = ["status", "best_val_acc", "test_acc", "epochs", "fit_seconds"]
 # Written by TimeToAccuracy; shown only when some job has them.
-TARGET_COLUMNS = ["epoch_at_target", "seconds_to_target"]
+TARGET_COLUMNS = ["epoch_at_target", "seconds_to_target", "flops_to_target"]
 # What a group of seeds reports as mean ± std.
-SEED_STATISTICS = ["best_val_acc", "test_acc", "seconds_to_target"]
+SEED_STATISTICS = ["best_val_acc", "test_acc", "seconds_to_target", "flops_to_target"]
 
 
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
@@ -37,11 +37,16 @@ def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
     return [key for key, values in keys.items() if len(values) > 1]
 
 
+def number(value: float) -> str:
+    """4 decimals; 4 significant digits for counts as large as FLOPs (7.214e+14)."""
+    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
+
+
 def table_cell(value: Any) -> str:
-    """A metric as a table cell: floats to 4 decimals, None empty."""
+    """A metric as a table cell: floats by `number`, None empty."""
     if value is None:
         return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return number(value) if isinstance(value, float) else str(value)
 
 
 def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
@@ -76,7 +81,7 @@ def statistic_cell(stats: dict[str, Any], name: str) -> str:
     if name not in stats:
         return ""
     value = stats[name]
-    return f"{value['mean']:.4f} ± {value['std']:.4f} (n={value['n']})"
+    return f"{number(value['mean'])} ± {number(value['std'])} (n={value['n']})"
 
 
 def seeds_section(groups: list[dict[str, Any]]) -> list[str]:

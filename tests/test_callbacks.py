@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from seres import callbacks
 from seres.callbacks import EpochSummary, ProgressBar, TrainingMonitor
+from seres.compute import train_step_flops
 from seres.data import CLASSES
 from seres.model import SEResNet
 from seres.module import ClassifierModule
@@ -209,19 +210,24 @@ def test_progress_bar_shows_images_per_second_and_the_loss_and_is_silent_when_di
 
 
 @pytest.mark.parametrize(("target", "reached_first"), [(0.0, True), (1.01, False)])
-def test_time_to_accuracy_keeps_counting_across_a_resume(target, reached_first, tmp_path):
-    first = callbacks.TimeToAccuracy(target=target)
-    fit = trainer([first], max_epochs=1, enable_checkpointing=True, default_root_dir=tmp_path)
+def test_time_to_accuracy_and_training_compute_keep_counting_across_a_resume(target, reached_first, tmp_path):
+    first, first_compute = callbacks.TimeToAccuracy(target=target), callbacks.TrainingCompute()
+    fit = trainer([first_compute, first], max_epochs=1, enable_checkpointing=True, default_root_dir=tmp_path)
     fit.fit(tiny_module(), batches(), batches(16))
     checkpoint = tmp_path / "epoch1.ckpt"
     fit.save_checkpoint(checkpoint)
 
-    resumed = callbacks.TimeToAccuracy(target=target)
-    fit = trainer([resumed], max_epochs=2, enable_checkpointing=True, default_root_dir=tmp_path)
+    resumed, compute = callbacks.TimeToAccuracy(target=target), callbacks.TrainingCompute()
+    fit = trainer([compute, resumed], max_epochs=2, enable_checkpointing=True, default_root_dir=tmp_path)
     fit.fit(tiny_module(), batches(), batches(16), ckpt_path=checkpoint)
     # The second run starts from the first one's clock and adds its own epoch to it.
     assert resumed.train_seconds > first.train_seconds > 0
+    # 64 images an epoch, both epochs counted, at the FLOPs of the network's own training step.
+    assert compute.train_images == 2 * first_compute.train_images == 128
+    assert compute.train_flops == 128 * train_step_flops(tiny_module().net)["train_step_per_image"]
     if reached_first:
         assert (resumed.epoch_at_target, resumed.seconds_to_target) == (1, first.seconds_to_target)
+        assert resumed.flops_to_target == first_compute.train_flops
     else:
         assert resumed.seconds_to_target is None and resumed.epoch_at_target is None
+        assert resumed.flops_to_target is None

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
+from seres.compute import train_step_flops
 from seres.data import CIFAR10DataModule
 from seres.module import ClassifierModule
 from seres.sweep import chosen_overrides, select_job
@@ -156,7 +157,8 @@ def test_reproducing_fast_tunes_on_validation_then_tests_seeds_of_the_chosen_job
     run_command([*script, "--data", str(fake_cifar_bin), *grid, *tiny])
     jobs = [json.loads((out / "grid" / str(n) / "metrics.json").read_text()) for n in (0, 1)]
     assert all(job["status"] == "completed" and job["test_acc"] is None for job in jobs)
-    soonest = min(jobs, key=lambda job: job["seconds_to_target"])["lr"]
+    # The rule of `seres.sweep chosen`: the least time to the target, ties to the higher val acc.
+    soonest = min(jobs, key=lambda job: (job["seconds_to_target"], -job["best_val_acc"]))["lr"]
     runs = [json.loads((out / "seeds" / str(n) / "metrics.json").read_text()) for n in (0, 1)]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "completed" for r in runs)
     assert all(r["lr"] == soonest and r["epochs"] == 1 and r["test_acc"] is not None for r in runs)
@@ -188,12 +190,18 @@ def test_time_to_accuracy_is_recorded_in_metrics(target, reached, fake_cifar_bin
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train_seconds"] > 0
+    # 300 training images in batches of 32, the last short one dropped: 288 an epoch, 2 epochs.
+    assert metrics["train_images"] == 2 * 288
+    assert metrics["flops_per_image"] == train_step_flops(tiny_net())["train_step_per_image"]
+    assert metrics["train_flops"] == metrics["flops_per_image"] * 2 * 288
     if reached:
         assert (
             metrics["epoch_at_target"] == 1 and 0 < metrics["seconds_to_target"] <= metrics["train_seconds"]
         )
+        assert metrics["flops_to_target"] == metrics["flops_per_image"] * 288
     else:
         assert metrics["epoch_at_target"] is None and metrics["seconds_to_target"] is None
+        assert metrics["flops_to_target"] is None
 
 
 @pytest.mark.slow

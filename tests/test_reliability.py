@@ -69,11 +69,23 @@ def test_the_same_config_and_seed_give_the_same_weights_and_metrics(uninterrupte
     assert first["best_val_acc"] == second["best_val_acc"]
 
 
+def default_sigint() -> None:
+    # A suite started in the background (`make test &`, nohup) passes on an ignored SIGINT; a terminal's
+    # Ctrl-C reaches a run that has the default handler, as here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_in_epoch_2(overrides: list[str], run_dir: Path, signum: int) -> subprocess.CompletedProcess:
     """Start the run slowed to 0.1 s a step, send `signum` about four steps into its second epoch."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     process = subprocess.Popen(
-        [*TRAIN, *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*TRAIN, *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 120
     while not (run_dir / "last.ckpt").exists() and time.monotonic() < deadline:

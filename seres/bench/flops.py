@@ -6,34 +6,17 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from seres.bench.timing import synchronize
+from seres.compute import train_step_flops
 from seres.model import SEResNet
 
 CPU_PEAK_S = 1.0  # a CPU's peak: products are timed until this much time has passed (at most 10)
 
 
 def measure_flops(model: dict[str, Any]) -> dict[str, Any]:
-    """FLOPs per image of a forward pass and of a training step (forward + backward).
-
-    Counted by torch.utils.flop_counter.FlopCounterMode on a batch of 2 on the CPU in fp32: convolutions and
-    matrix products only (BatchNorm, activations and pooling are not counted); the count does not depend on
-    the device or the precision.
-    """
-    net = SEResNet(**model)
-    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
-    with FlopCounterMode(display=False) as forward:
-        loss = F.cross_entropy(net(x), y)
-    with FlopCounterMode(display=False) as backward:
-        loss.backward()
-    forward_flops, backward_flops = forward.get_total_flops() / 2, backward.get_total_flops() / 2
-    return {
-        "forward_per_image": forward_flops,
-        "train_step_per_image": forward_flops + backward_flops,
-        "method": "FlopCounterMode, batch 2, fp32 on the CPU: convolutions and matrix products",
-    }
+    """FLOPs per image of a forward pass and of a training step of the network `model` describes."""
+    return train_step_flops(SEResNet(**model))
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from seres.callbacks.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from seres.callbacks.progress import ProgressBar
 from seres.callbacks.test_figures import TestFigures
 from seres.callbacks.time_to_accuracy import TimeToAccuracy
+from seres.callbacks.training_compute import TrainingCompute
 
 __all__ = [
     "EMA",
@@ -20,5 +21,6 @@ __all__ = [
     "StopOnNonFiniteLoss",
     "TestFigures",
     "TimeToAccuracy",
+    "TrainingCompute",
     "TrainingMonitor",
 ]

@@ -6,8 +6,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from seres.callbacks.training_compute import TrainingCompute
+
 # What a checkpoint keeps, so that a resumed run keeps counting from where it stopped.
-_STATE = ("train_seconds", "seconds_to_target", "epoch_at_target")
+_STATE = ("train_seconds", "seconds_to_target", "epoch_at_target", "flops_to_target")
 
 
 class TimeToAccuracy(L.Callback):
@@ -15,8 +17,8 @@ class TimeToAccuracy(L.Callback):
 
     Counts only training (validation is excluded) and starts after the first training step, so one-time
     costs (torch.compile, cuDNN autotuning, the first CUDA allocations) are left out; the device is
-    synchronised at the two ends of each epoch's training, never per step. `run_metrics()` goes to
-    metrics.json.
+    synchronised at the two ends of each epoch's training, never per step. With TrainingCompute among the
+    callbacks (the default), also the training FLOPs spent by then. `run_metrics()` goes to metrics.json.
     """
 
     def __init__(self, target: float = 0.94) -> None:
@@ -24,6 +26,7 @@ class TimeToAccuracy(L.Callback):
         self.train_seconds = 0.0
         self.seconds_to_target: float | None = None
         self.epoch_at_target: int | None = None
+        self.flops_to_target: float | None = None
         self._started: float | None = None
 
     @staticmethod
@@ -59,6 +62,8 @@ class TimeToAccuracy(L.Callback):
         if reached and self.seconds_to_target is None and not trainer.sanity_checking:
             self.seconds_to_target = round(self.train_seconds, 2)
             self.epoch_at_target = trainer.current_epoch + 1
+            compute = [c for c in trainer.callbacks if isinstance(c, TrainingCompute)]
+            self.flops_to_target = compute[0].train_flops if compute else None
 
     def state_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in _STATE}
@@ -71,5 +76,6 @@ class TimeToAccuracy(L.Callback):
             "target_val_acc": self.target,
             "seconds_to_target": self.seconds_to_target,
             "epoch_at_target": self.epoch_at_target,
+            "flops_to_target": self.flops_to_target,
             "train_seconds": round(self.train_seconds, 2),
         }
