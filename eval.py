@@ -19,11 +19,11 @@ import lightning as L
 from omegaconf import DictConfig
 
 from seres.atomic import write_json
+from seres.auto_settings import AUTO, choose_precision
 from seres.callbacks import ProgressBar, TestFigures
 from seres.checkpoints import CheckpointError
 from seres.data import CIFAR10DataModule, CIFAR10Error
 from seres.module import ClassifierModule
-from seres.precision import AUTO, choose_precision
 from seres.predict import TrainedModel, load_trained_model
 from seres.report import CONFUSION_FILE, confusion_figure, read_confusion, save_figure
 

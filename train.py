@@ -26,12 +26,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from seres.atomic import atomic_save, write_json
+from seres.auto_settings import resolve_auto
 from seres.checkpoints import read_lightning_checkpoint
 from seres.config_checks import ConfigError, check_config
 from seres.interrupts import stops_cleanly
 from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
-from seres.precision import resolve_precision
 from seres.report import percent, write_report
 from seres.resume import require_same_settings
 from seres.run_names import register_run_suffix
@@ -72,8 +72,8 @@ def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer of `cfg`; trainer.precision=auto becomes this machine's choice, in `cfg` too (logged)."""
-    if reason := resolve_precision(cfg):
+    """The Trainer of `cfg`; `auto` settings become this machine's choices, in `cfg` too (logged)."""
+    for reason in resolve_auto(cfg):
         log.info(reason)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]

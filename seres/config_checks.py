@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from seres.data.datamodule import PIPELINES
+
 CIFAR10_TRAIN_IMAGES = 50_000
 
 
@@ -72,6 +74,14 @@ def check_data(config: dict[str, Any]) -> None:
     )
     batch = config["data"].get("batch_size")
     _require(_is_int(batch) and batch >= 1, "data.batch_size", batch, "an integer >= 1, e.g. 128")
+    pipeline = config["data"].get("pipeline")
+    _require(
+        pipeline in PIPELINES,
+        "data.pipeline",
+        pipeline,
+        "one of device|loader (device: the dataset on the training device, a GPU or the CPU; "
+        "loader: a DataLoader with worker processes), e.g. data.pipeline=device",
+    )
 
 
 def check_devices(config: dict[str, Any]) -> None:

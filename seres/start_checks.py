@@ -17,12 +17,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from seres.atomic import DiskFullError
+from seres.auto_settings import resolve_auto
 from seres.callbacks import NonFiniteLossError
 from seres.checkpoints import CheckpointError
 from seres.config_checks import ConfigError, check_config
 from seres.data import CIFAR10Error, find_cifar10
 from seres.interrupts import RunInterrupted
-from seres.precision import resolve_precision
 from seres.resume import require_same_settings
 
 # What a run leaves that another run must not replace.
@@ -55,7 +55,7 @@ def require_unused(run_dir: Path) -> None:
 def check_start(cfg: DictConfig, run_dir: Path) -> None:
     """Raise one of USER_ERRORS if the run `cfg` in `run_dir` cannot start as asked."""
     check_config(OmegaConf.to_container(cfg, resolve=True))
-    resolve_precision(cfg)  # as train.py will, so that a resume compares the precision the run used
+    resolve_auto(cfg)  # as train.py will, so that a resume compares the settings the run used
     # Files that are there but damaged; missing ones are fetched later by the DataModule.
     find_cifar10(cfg.data.root, verify=cfg.data.verify)
     last = run_dir / "last.ckpt"

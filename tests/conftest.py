@@ -22,9 +22,15 @@ TRAIN = [sys.executable, str(REPO / "train.py")]
 # The tiny network every test trains: the SE-ResNet's four stacks, one block each, 8 to 64 channels.
 TINY_NET = {"widths": [8, 16, 32, 64], "blocks": [1, 1, 1, 1], "stem_width": 8}
 TINY_MODEL = [f"model.{key}={value}".replace(" ", "") for key, value in TINY_NET.items()]
-# fp32 whatever the CPU (trainer.precision=auto would pick bf16 on some), so that results compare exactly
-# with the tests' own fp32 computations.
-TINY = [*TINY_MODEL, "data.num_workers=0", "trainer.precision=32-true"]
+# fp32 and NCHW whatever the CPU (trainer.precision=auto picks bf16 on some; channels_last is the default),
+# so that results compare exactly with the tests' own fp32 NCHW computations; never compiled (seconds each).
+TINY = [
+    *TINY_MODEL,
+    "model.channels_last=false",
+    "model.compile=false",
+    "data.num_workers=0",
+    "trainer.precision=32-true",
+]
 
 
 def tiny_net(**kwargs) -> SEResNet:

@@ -88,7 +88,7 @@ def test_set_epoch_makes_order_and_augmentation_a_function_of_seed_and_epoch(fak
 
 
 def test_gpu_pipeline_replaces_only_the_train_loader(fake_cifar_bin: Path, monkeypatch) -> None:
-    module = make_module(fake_cifar_bin, pipeline="gpu")
+    module = make_module(fake_cifar_bin, pipeline="device")
     monkeypatch.setattr(module, "_gpu_train_loader", lambda: "gpu loader")
     assert module.train_dataloader() == "gpu loader"
     cpu_module = make_module(fake_cifar_bin)
@@ -110,7 +110,7 @@ def test_setup_loads_once(fake_cifar_bin: Path, monkeypatch) -> None:
         (dict(batch_size=0), r"data\.batch_size"),
         (dict(batch_size=True), r"data\.batch_size"),
         (dict(num_workers=-1), r"data\.num_workers"),
-        (dict(pipeline="tpu"), r"data\.pipeline must be one of cpu\|gpu, got 'tpu'"),
+        (dict(pipeline="tpu"), r"data\.pipeline must be one of device\|loader, got 'tpu'"),
         (dict(eval_batch_size=0), r"data\.eval_batch_size"),
         (dict(std=(0.2, 0.0, 0.2)), r"data\.std"),
         (dict(mean=(0.5, 0.5)), r"data\.mean"),

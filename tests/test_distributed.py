@@ -48,12 +48,12 @@ def evaluate_on_val(run_dir: Path, root: Path, val_size: int = 80) -> float:
     return correct / len(data.val_labels)
 
 
-@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+@pytest.mark.parametrize("pipeline", ["loader", "device"])
 def test_ddp_ranks_see_disjoint_data_covering_the_set_and_val_acc_matches_one_process(
     pipeline, data_root, tmp_path
 ):
     run_dir = tmp_path / "run"
-    run_train(
+    result = run_train(
         *TINY,
         *data_args(data_root),
         *TWO_CPU_PROCESSES,
@@ -73,10 +73,18 @@ def test_ddp_ranks_see_disjoint_data_covering_the_set_and_val_acc_matches_one_pr
     assert orders[0] != orders[1], "every epoch must be shuffled anew"
     # Metrics are reduced over both ranks: the logged accuracy is the one of the whole validation split.
     assert metrics(run_dir)["best_val_acc"] == pytest.approx(evaluate_on_val(run_dir, data_root), abs=1e-6)
-    assert metrics(run_dir)["world_size"] == 2
+    assert metrics(run_dir)["world_size"] == 2 and metrics(run_dir)["test_acc"] is not None
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
+    for name in JOB_FILES:
+        assert (run_dir / name).is_file(), name
+    # Rank 1 ran in the same run directory and wrote no run directory of its own.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # Every event file comes from one process (the file name ends in .<pid>.<n>): rank 0 logs alone.
+    writers = {p.name.split(".")[-2] for p in run_dir.glob("tensorboard/**/events.out.tfevents.*")}
+    assert len(writers) == 1, writers
 
 
-@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+@pytest.mark.parametrize("pipeline", ["loader", "device"])
 def test_ddp_evaluation_counts_every_image_once_when_the_split_does_not_divide(pipeline, data_root, tmp_path):
     # 81 validation images over 2 processes: a padded sampler would evaluate one image twice.
     run_dir = tmp_path / "odd"

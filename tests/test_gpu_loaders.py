@@ -272,7 +272,7 @@ def test_ranks_of_a_real_process_group_share_the_epoch_disjointly(tmp_path: Path
 def test_evaluation_on_the_device_gives_the_cpu_paths_metrics(stage, fake_cifar_bin: Path) -> None:
     # 100 validation and 100 test images in batches of 48: the last batch is short.
     results = {}
-    for pipeline in ("cpu", "gpu"):
+    for pipeline in ("loader", "device"):
         torch.manual_seed(0)
         net = SEResNet(widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1], stem_width=8)
         datamodule = CIFAR10DataModule(
@@ -288,5 +288,5 @@ def test_evaluation_on_the_device_gives_the_cpu_paths_metrics(stage, fake_cifar_
         )
         (results[pipeline],) = getattr(trainer, stage)(ClassifierModule(net, tta=True), datamodule=datamodule)
         loader = getattr(datamodule, f"{'val' if stage == 'validate' else 'test'}_dataloader")()
-        assert isinstance(loader, GPUEvalLoader if pipeline == "gpu" else torch.utils.data.DataLoader)
-    assert results["gpu"] == results["cpu"]
+        assert isinstance(loader, GPUEvalLoader if pipeline == "device" else torch.utils.data.DataLoader)
+    assert results["device"] == results["loader"]

@@ -30,7 +30,7 @@ def test_fast_recipe_composes_to_the_gpu_settings():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=fast", "paths.output_dir=/unused"])
     assert cfg.model.layer4 and cfg.model.compile and cfg.model.channels_last
-    assert cfg.data.pipeline == "gpu" and cfg.trainer.precision == "bf16-mixed" and cfg.tta
+    assert cfg.data.pipeline == "device" and cfg.trainer.precision == "bf16-mixed" and cfg.tta
     assert cfg.callbacks.time_to_accuracy.target == 0.94
 
 
@@ -95,7 +95,9 @@ def test_fast_grid_composes_to_a_validation_only_sweep_of_the_fast_recipe():
     overrides = ["experiment=fast", "hparams_search=fast_grid", "paths.output_dir=/unused"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    assert cfg.test is False and cfg.data.pipeline == "gpu" and cfg.callbacks.time_to_accuracy.target == 0.94
+    assert (
+        cfg.test is False and cfg.data.pipeline == "device" and cfg.callbacks.time_to_accuracy.target == 0.94
+    )
     assert dict(cfg.hydra.sweeper.params) == {"optimizer.lr": "0.4,0.8", "trainer.max_epochs": "16,20"}
     assert cfg.hydra.launcher._target_.endswith("BasicLauncher")  # one job at a time: times compare
 

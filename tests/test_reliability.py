@@ -34,6 +34,7 @@ def deterministic_run(root: Path) -> list[str]:
     """3 epochs of 10 steps with random augmentation, dropout and a worker process: every RNG in play."""
     data = fake_data(root, val_size=80)
     rest = [
+        "data.pipeline=loader",
         "data.num_workers=1",
         "model.dropout=0.1",
         "trainer.accelerator=cpu",
@@ -203,6 +204,7 @@ def test_an_absurd_learning_rate_stops_with_a_clear_message(data_root, tmp_path)
         ("data/aug=fancy", "Could not find 'data/aug/fancy'"),
         ("+data.aug.blur=1", "unknown augmentation setting(s) data.aug.blur"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 is not allowed"),
+        ("data.pipeline=gpu", "data.pipeline='gpu' is not allowed: one of device|loader"),
     ],
 )
 def test_bad_configs_are_refused_before_any_work(override, message, data_root, tmp_path):

@@ -75,29 +75,6 @@ def test_best_model_pth_reloads_without_lightning_and_gives_the_logged_test_accu
     )
 
 
-def test_ddp_on_two_cpu_processes(fake_cifar_bin, tmp_path):
-    run_dir = tmp_path / "ddp"
-    result = run_train(
-        *TINY,
-        *fake_data(fake_cifar_bin),
-        "model.layer4=true",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.max_epochs=2",
-        f"hydra.run.dir={run_dir}",
-    )
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
-    for name in RUN_FILES:
-        assert (run_dir / name).is_file(), name
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and metrics["test_acc"] is not None
-    # Rank 1 ran in the same run directory and wrote no run directory of its own.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
-    # Every event file comes from one process (the file name ends in .<pid>.<n>): rank 0 logs alone.
-    writers = {p.name.split(".")[-2] for p in run_dir.glob("tensorboard/**/events.out.tfevents.*")}
-    assert len(writers) == 1, writers
-
-
 def test_a_small_se_resnet_learns_real_cifar10(tmp_path):
     run_dir = tmp_path / "real"
     run_train(

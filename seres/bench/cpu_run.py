@@ -66,7 +66,8 @@ def compare_loops(
     `model` is (A)'s network for this setting, if (A) ran it: a compiled one is then compiled already.
     """
     loop_settings = variant.apply(settings)
-    model = model or build_model(loop_settings)
+    # `is None`, not truthiness: a compiled module refuses len(), which `or` would ask it for.
+    model = model if model is not None else build_model(loop_settings)
     plain = plain_loop(model, gpu_loader(images, labels, loop_settings, settings.project), loop_settings)
     loader = gpu_loader(images, labels, loop_settings, settings.project)
     lightning = lightning_loop(model, loader, loop_settings, sync_probe=False)

@@ -25,14 +25,16 @@ from seres.data.transforms import (
     build_train_transform,
 )
 
-PIPELINES = ("cpu", "gpu")
+# loader: a DataLoader of per-image transforms in worker processes; device: the dataset as one uint8 tensor on
+# the training device (a GPU or the CPU) with batched augmentation, no worker processes.
+PIPELINES = ("device", "loader")
 
 
 class CIFAR10DataModule(lightning.LightningDataModule):
     """CIFAR-10 train/val/test loaders; val is a stratified hold-out of the official training set.
 
     After :meth:`setup`, ``train_images``/``val_images``/``test_images`` are uint8 (N, 3, 32, 32) tensors
-    and ``*_labels`` int64 (N,) tensors. ``pipeline="gpu"`` keeps every split on the training device.
+    and ``*_labels`` int64 (N,) tensors. ``pipeline="device"`` keeps every split on the training device.
     """
 
     num_classes = len(CLASSES)
@@ -49,7 +51,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
         std: Sequence[float] = (0.2470, 0.2435, 0.2616),
         verify: bool = True,
-        pipeline: str = "cpu",
+        pipeline: str = "loader",
         eval_batch_size: int | None = None,
         seed: int = 0,
         channels_last: bool = False,
@@ -72,7 +74,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         self.eval_batch_size = (
             batch_size if eval_batch_size is None else _require_int("eval_batch_size", eval_batch_size, 1)
         )
-        # Seeds the GPU pipeline's epoch permutations (the CPU DataLoader draws from the global RNG).
+        # Seeds the device pipeline's epoch permutations (the DataLoader draws from the global RNG).
         self.seed = seed
         self.channels_last = channels_last
         self._order_generator, self._worker_generator = torch.Generator(), torch.Generator()
@@ -100,7 +102,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         self._loaded = True
 
     def train_dataloader(self) -> DataLoader | GPUTrainLoader:
-        if self.pipeline == "gpu":
+        if self.pipeline == "device":
             loader: DataLoader | GPUTrainLoader = self._gpu_train_loader()
         else:
             transform = build_train_transform(self.aug, self.mean, self.std)
@@ -167,7 +169,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         return self._gpu_loader
 
     def _eval_loader(self, split: str, images: Tensor, labels: Tensor) -> DataLoader | GPUEvalLoader:
-        if self.pipeline == "gpu" and self.trainer is not None:
+        if self.pipeline == "device" and self.trainer is not None:
             # With the training set on the device, the evaluation splits go there too: no worker processes
             # to start at every validation, no copies. Made once; Lightning asks again every epoch.
             if split not in self._gpu_eval_loaders:
