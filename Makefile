@@ -26,7 +26,8 @@ train: data  ## Train the default config; pass overrides as ARGS="model.layer4=t
 	$(PY) train.py $(ARGS)
 
 # One pytest worker per core (pytest-xdist): most tests wait on a subprocess's imports, not on arithmetic.
-PYTEST := $(PY) -m pytest -n auto --dist worksteal
+# One torch thread each (the runs they start included): more threads than cores only wait for each other.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist worksteal
 
 test: data  ## Run the whole test suite
 	$(PYTEST)

@@ -54,19 +54,35 @@ def test_a_users_explicit_precision_wins(explicit, monkeypatch):
         (["trainer.max_epochs=-1"], True, "at least 200,000"),  # no planned end
     ],
 )
-def test_auto_compiles_a_cpu_run_only_when_it_trains_enough_images_to_repay_it(overrides, compiled, images):
-    cfg = compose_train("trainer=cpu", "trainer.precision=32-true", *overrides)
+def test_auto_compiles_a_bf16_cpu_run_only_when_it_trains_enough_images_to_repay_it(
+    overrides, compiled, images
+):
+    cfg = compose_train("trainer=cpu", "trainer.precision=bf16-mixed", *overrides)
     assert cfg.model.compile == "auto"
     (reason,) = auto_settings.resolve_auto(cfg)
     assert cfg.model.compile is compiled
     assert reason.startswith(f"model.compile=auto: {str(compiled).lower()}, since the run trains {images}")
 
 
-def test_auto_does_not_compile_on_a_gpu_and_an_explicit_choice_wins():
-    cfg = compose_train("trainer.accelerator=gpu", "trainer.precision=32-true")
-    (reason,) = auto_settings.resolve_auto(cfg)
-    gpu_reason = "on a GPU a run rarely trains long enough to repay it (recipes ask for it)"
-    assert reason == f"model.compile=auto: false, since {gpu_reason}"
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (
+            ["trainer=cpu", "trainer.precision=32-true"],
+            "in fp32 on a CPU compilation gains nothing measurable",
+        ),
+        (
+            ["trainer.accelerator=gpu", "trainer.precision=bf16-mixed"],
+            "on a GPU a run rarely trains long enough to repay it (recipes ask for it)",
+        ),
+    ],
+)
+def test_auto_does_not_compile_a_long_run_in_fp32_on_a_cpu_nor_on_a_gpu(overrides, reason):
+    cfg = compose_train(*overrides, "trainer.max_epochs=200")
+    assert auto_settings.resolve_auto(cfg) == [f"model.compile=auto: false, since {reason}"]
+
+
+def test_an_explicit_compile_setting_wins():
     for explicit in ("true", "false"):
         cfg = compose_train("trainer=cpu", "trainer.precision=32-true", f"model.compile={explicit}")
         assert auto_settings.resolve_auto(cfg) == [] and cfg.model.compile is (explicit == "true")
@@ -79,8 +95,9 @@ def test_a_run_says_what_auto_chose_and_records_it(fake_cifar_bin, tmp_path):
     result = run_train(*overrides, "progress=false", f"hydra.run.dir={run_dir}")
     chosen, _ = auto_settings.choose_precision("cpu")
     assert f"trainer.precision=auto: {chosen}, since" in result.stdout
-    # One epoch of the real data set's size: too short to repay a compilation.
-    assert "model.compile=auto: false, since the run trains 49,900 images" in result.stdout
+    # One epoch of the real data set's size is too short to repay a compilation; fp32 never repays it.
+    why = "the run trains 49,900 images" if chosen == "bf16-mixed" else "in fp32 on a CPU compilation"
+    assert f"model.compile=auto: false, since {why}" in result.stdout
     checkpoint = torch.load(run_dir / "last.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["config"]["trainer"]["precision"] == chosen
     assert checkpoint["hyper_parameters"]["config"]["model"]["compile"] is False

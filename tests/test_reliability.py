@@ -62,14 +62,6 @@ def uninterrupted(data_root, tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_the_same_config_and_seed_give_the_same_weights_and_metrics(uninterrupted, data_root, tmp_path):
-    again = tmp_path / "again"
-    run_train(*deterministic_run(data_root), f"hydra.run.dir={again}")
-    assert_same_weights(uninterrupted / "last.ckpt", again / "last.ckpt")
-    first, second = (json.loads((d / "metrics.json").read_text()) for d in (uninterrupted, again))
-    assert first["best_val_acc"] == second["best_val_acc"]
-
-
 def default_sigint() -> None:
     # A suite started in the background (`make test &`, nohup) passes on an ignored SIGINT; a terminal's
     # Ctrl-C reaches a run that has the default handler, as here.
@@ -117,6 +109,7 @@ def test_a_run_stopped_mid_epoch_then_resumed_equals_an_uninterrupted_run(
         command = interrupted.stderr.split("Continue the run with: python ")[1].strip()
         resumed = run_command([sys.executable, *shlex.split(command)])
     assert "resuming from" in resumed.stdout + resumed.stderr
+    # Three processes, one result: the same config and seed give the same weights and metrics.
     assert_same_weights(uninterrupted / "last.ckpt", stopped / "last.ckpt")
     best = json.loads((uninterrupted / "metrics.json").read_text())["best_val_acc"]
     assert json.loads((stopped / "metrics.json").read_text())["best_val_acc"] == best

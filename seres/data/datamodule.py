@@ -34,7 +34,8 @@ class CIFAR10DataModule(lightning.LightningDataModule):
     """CIFAR-10 train/val/test loaders; val is a stratified hold-out of the official training set.
 
     After :meth:`setup`, ``train_images``/``val_images``/``test_images`` are uint8 (N, 3, 32, 32) tensors
-    and ``*_labels`` int64 (N,) tensors. ``pipeline="device"`` keeps every split on the training device.
+    and ``*_labels`` int64 (N,) tensors. ``pipeline="device"`` (the config's default) keeps every split on
+    the training device, which it takes from the Trainer; ``"loader"`` works without a Trainer too.
     """
 
     num_classes = len(CLASSES)
