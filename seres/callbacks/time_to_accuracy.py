@@ -6,13 +6,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from seres.callbacks.kept_state import KeptState
 from seres.callbacks.training_compute import TrainingCompute
 
-# What a checkpoint keeps, so that a resumed run keeps counting from where it stopped.
-_STATE = ("train_seconds", "seconds_to_target", "epoch_at_target", "flops_to_target")
 
-
-class TimeToAccuracy(L.Callback):
+class TimeToAccuracy(KeptState, L.Callback):
     """Training wall time until validation accuracy first reaches `target`, for time-to-accuracy recipes.
 
     Counts only training (validation is excluded) and starts after the first training step, so one-time
@@ -20,6 +18,8 @@ class TimeToAccuracy(L.Callback):
     synchronised at the two ends of each epoch's training, never per step. With TrainingCompute among the
     callbacks (the default), also the training FLOPs spent by then. `run_metrics()` goes to metrics.json.
     """
+
+    KEPT = ("train_seconds", "seconds_to_target", "epoch_at_target", "flops_to_target")
 
     def __init__(self, target: float = 0.94) -> None:
         self.target = target
@@ -64,12 +64,6 @@ class TimeToAccuracy(L.Callback):
             self.epoch_at_target = trainer.current_epoch + 1
             compute = [c for c in trainer.callbacks if isinstance(c, TrainingCompute)]
             self.flops_to_target = compute[0].train_flops if compute else None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in _STATE}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.__dict__.update(state_dict)
 
     def run_metrics(self) -> dict[str, Any]:
         return {

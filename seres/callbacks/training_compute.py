@@ -4,18 +4,18 @@ from typing import Any
 
 import lightning as L
 
+from seres.callbacks.kept_state import KeptState
 from seres.compute import train_step_flops
 
-# What a checkpoint keeps, so that a resumed run keeps counting from where it stopped.
-_STATE = ("flops_per_image", "train_images")
 
-
-class TrainingCompute(L.Callback):
+class TrainingCompute(KeptState, L.Callback):
     """Counts the training images of all processes and multiplies them by the network's FLOPs per image.
 
     The FLOPs per image of a training step are counted once, on the network itself, at the start of the fit
     (seres.compute). `run_metrics()` goes to metrics.json: `flops_per_image`, `train_images`, `train_flops`.
     """
+
+    KEPT = ("flops_per_image", "train_images")
 
     def __init__(self) -> None:
         self.flops_per_image: float | None = None
@@ -34,12 +34,6 @@ class TrainingCompute(L.Callback):
     ) -> None:
         # A shape, not a value: no wait for the device. Every process trains on a batch of the same size.
         self.train_images += len(batch[0]) * trainer.world_size
-
-    def state_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in _STATE}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.__dict__.update(state_dict)
 
     def run_metrics(self) -> dict[str, Any]:
         return {
