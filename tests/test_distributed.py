@@ -1,6 +1,8 @@
 """DDP, torchrun and multirun sweeps with real processes on the CPU."""
 
 import json
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -130,25 +132,46 @@ def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root,
     assert not (tmp_path / "uneven" / "last.ckpt").exists()
 
 
-def test_torchrun_launch_with_two_local_processes(data_root, tmp_path):
-    run_dir = tmp_path / "torchrun"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = run_command(
-        [
-            *torchrun,
-            "train.py",
-            *TINY,
-            *data_args(data_root),
-            *TWO_CPU_PROCESSES,
-            "trainer.max_epochs=1",
-            f"hydra.run.dir={run_dir}",
-        ]
-    )
-    assert "MEMBER: 2/2" in result.stdout + result.stderr
-    assert metrics(run_dir)["world_size"] == 2 and (run_dir / "best_model.pth").is_file()
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_torchrun_nodes_make_one_run_with_the_one_node_result(data_root, tmp_path):
+    settings = [*TINY, *data_args(data_root), "trainer.accelerator=cpu", "trainer.deterministic=true"]
+    settings.append("trainer.max_epochs=1")
+    one_node = tmp_path / "one_node"
+    run_train(*settings, "trainer.devices=2", f"hydra.run.dir={one_node}")
+
+    # Two torchrun agents, node ranks 0 and 1 with one process each, meeting on 127.0.0.1: as on two machines.
+    two_nodes = tmp_path / "two_nodes"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]
+    torchrun += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    multinode = [*settings, "trainer=multinode", "trainer.devices=1", "trainer.num_nodes=2"]
+    agents = [
+        subprocess.Popen(
+            [*torchrun, f"--node_rank={rank}", "train.py", *multinode, f"hydra.run.dir={two_nodes}"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for agent in agents:
+        output, _ = agent.communicate(timeout=600)
+        assert agent.returncode == 0, output[-5000:]
+    assert metrics(two_nodes)["world_size"] == 2 and (two_nodes / "best_model.pth").is_file()
+    assert metrics(two_nodes)["best_val_acc"] == metrics(one_node)["best_val_acc"]
+    weights = [torch.load(run / "best_model.pth", weights_only=True) for run in (one_node, two_nodes)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one_node", "two_nodes"]
+
     # Started elsewhere, so the time-stamped directories Hydra makes before the refusal stay out of the repo.
-    refused_command = [*torchrun, str(REPO / "train.py"), *TINY, *data_args(data_root), *TWO_CPU_PROCESSES]
-    refused = run_command(refused_command, expect_ok=False, cwd=tmp_path)
+    standalone = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    refused_command = [*standalone, str(REPO / "train.py"), *TINY, *data_args(data_root), *TWO_CPU_PROCESSES]
+    refused = run_command(refused_command, expect_ok=False, cwd=tmp_path / "two_nodes")
     assert "without hydra.run.dir" in refused.stderr
 
 
