@@ -83,8 +83,8 @@ def run_exported(path: Path, file_format: str, images: Tensor) -> Tensor | None:
         import onnxruntime
     except ImportError:
         return None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    onnx_model = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(onnx_model.run(["logits"], {"images": images.numpy()})[0])
 
 
 @torch.no_grad()

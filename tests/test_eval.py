@@ -211,8 +211,8 @@ def test_onnx_export_gives_the_models_outputs(run_dir, test_images, capsys):
     export_main([str(run_dir), "--format", "onnx"])
     destination = run_dir / "model.onnx"
     assert f"wrote {destination}" in capsys.readouterr().out
-    session = onnxruntime.InferenceSession(str(destination), providers=["CPUExecutionProvider"])
-    (exported,) = session.run(None, {"images": (test_images[0] / 255).numpy()})
+    onnx_model = onnxruntime.InferenceSession(str(destination), providers=["CPUExecutionProvider"])
+    (exported,) = onnx_model.run(None, {"images": (test_images[0] / 255).numpy()})
     expected = original_logits(run_dir, test_images[0]).numpy()
     np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-4)
 
