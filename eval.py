@@ -24,7 +24,7 @@ from seres.atomic import write_json
 from seres.auto_settings import AUTO, choose_precision
 from seres.callbacks import ProgressBar, TestFigures
 from seres.checkpoints import CheckpointError
-from seres.data import CIFAR10DataModule, CIFAR10Error
+from seres.data import CIFAR10DataModule, CIFAR10Error, build_eval_transform
 from seres.data.shift_sets import cifar10_1_files, cifar10_c_corruptions
 from seres.module import ClassifierModule
 from seres.predict import TrainedModel, load_trained_model
@@ -75,16 +75,16 @@ def build_trainer(cfg: DictConfig, model: TrainedModel, output_dir: Path, figure
 
 def shift_metrics(cfg: DictConfig, model: TrainedModel, module: ClassifierModule, output_dir: Path) -> dict:
     """Accuracy on the shift test sets asked for (cifar10_1, cifar10_c); CIFAR-10.1 gets its own figures."""
-    normalisation = {"mean": model.mean, "std": model.std, "batch_size": cfg.batch_size}
+    inputs = (build_eval_transform(model.mean, model.std), cfg.batch_size)
     metrics = {}
     if cfg.cifar10_1:
         figures_dir = output_dir / "cifar10_1"
         figures_dir.mkdir(exist_ok=True)
         trainer = build_trainer(cfg, model, figures_dir, figures=True)
-        metrics["cifar10_1"] = cifar10_1_accuracy(trainer, module, cfg.cifar10_1, normalisation)
+        metrics["cifar10_1"] = cifar10_1_accuracy(trainer, module, cfg.cifar10_1, inputs)
     if cfg.cifar10_c:
         trainer = build_trainer(cfg, model, output_dir, figures=False)
-        metrics["cifar10_c"] = cifar10_c_accuracy(trainer, module, cfg.cifar10_c, normalisation)
+        metrics["cifar10_c"] = cifar10_c_accuracy(trainer, module, cfg.cifar10_c, inputs)
     return metrics
 
 

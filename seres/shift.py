@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +13,43 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from seres.data import CLASSES, build_eval_transform
+from seres.data import CLASSES
 from seres.data.shift_sets import SEVERITIES, cifar10_c_corruptions, load_cifar10_1, load_cifar10_c
 from seres.module import ClassifierModule
 from seres.report import percent, save_figure
 
+# The run's evaluation transform (uint8 images to normalised floats) and eval.py's batch size.
+Inputs = tuple[Callable[[Tensor], Tensor], int]
+
 
 def evaluate_images(
-    trainer: L.Trainer, module: ClassifierModule, images: Tensor, labels: Tensor, normalisation: dict
+    trainer: L.Trainer, module: ClassifierModule, images: Tensor, labels: Tensor, inputs: Inputs
 ) -> dict[str, float]:
-    """trainer.test on uint8 images, normalised as the run was; eval.py's batch size."""
-    inputs = build_eval_transform(normalisation["mean"], normalisation["std"])(images)
-    loader = DataLoader(TensorDataset(inputs, labels), batch_size=normalisation["batch_size"])
+    """trainer.test on uint8 images, normalised as the run was."""
+    transform, batch_size = inputs
+    loader = DataLoader(TensorDataset(transform(images), labels), batch_size=batch_size)
     (results,) = trainer.test(module, dataloaders=loader, verbose=False)
     return results
 
 
-def cifar10_1_accuracy(trainer, module, folder: str, normalisation: dict) -> dict[str, Any]:
+def cifar10_1_accuracy(
+    trainer: L.Trainer, module: ClassifierModule, folder: str, inputs: Inputs
+) -> dict[str, Any]:
     """Overall and per-class accuracy on CIFAR-10.1 (the trainer's TestFigures logs the per-class ones)."""
     images, labels = load_cifar10_1(folder)
-    results = evaluate_images(trainer, module, images, labels, normalisation)
+    results = evaluate_images(trainer, module, images, labels, inputs)
     per_class = {name: results[f"test/acc_{name}"] for name in CLASSES}
     return {"acc": results["test/acc"], "images": len(labels), "per_class_acc": per_class}
 
 
-def cifar10_c_accuracy(trainer, module, folder: str, normalisation: dict) -> dict[str, Any]:
+def cifar10_c_accuracy(
+    trainer: L.Trainer, module: ClassifierModule, folder: str, inputs: Inputs
+) -> dict[str, Any]:
     """Accuracy per corruption and severity (1 to 5), and their mean."""
     table = {}
     for corruption in cifar10_c_corruptions(folder):
         blocks = load_cifar10_c(folder, corruption)
-        table[corruption] = [
-            evaluate_images(trainer, module, *block, normalisation)["test/acc"] for block in blocks
-        ]
+        table[corruption] = [evaluate_images(trainer, module, *block, inputs)["test/acc"] for block in blocks]
     mean = statistics.fmean(value for row in table.values() for value in row)
     return {"mean_acc": mean, "images_per_severity": len(blocks[0][1]), "acc": table}
 
