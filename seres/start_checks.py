@@ -24,6 +24,7 @@ from seres.config_checks import ConfigError, check_config
 from seres.data import CIFAR10Error, find_cifar10
 from seres.interrupts import RunInterrupted
 from seres.resume import require_same_settings
+from seres.slurm import check_slurm_tasks
 
 # What a run leaves that another run must not replace.
 RUN_RESULTS = ("last.ckpt", "best.ckpt", "best_model.pth", "metrics.json")
@@ -55,6 +56,7 @@ def require_unused(run_dir: Path) -> None:
 def check_start(cfg: DictConfig, run_dir: Path) -> None:
     """Raise one of USER_ERRORS if the run `cfg` in `run_dir` cannot start as asked."""
     check_config(OmegaConf.to_container(cfg, resolve=True))
+    check_slurm_tasks()
     resolve_auto(cfg)  # as train.py will, so that a resume compares the settings the run used
     # Files that are there but damaged; missing ones are fetched later by the DataModule.
     find_cifar10(cfg.data.root, verify=cfg.data.verify)

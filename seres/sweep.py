@@ -12,7 +12,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,14 +28,68 @@ from seres.report import percent
 
 log = logging.getLogger("seres")
 
+# How long a job's run gets to stop at the end of its step before its job ends anyway (SLURM waits 30 s
+# by default between SIGTERM and SIGKILL).
+CHILD_STOP_SECONDS = 60
+
 
 def read_metrics(job_dir: Path) -> dict[str, Any] | None:
     path = job_dir / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, Any]:
+def completed_metrics(job_dir: Path, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The metrics of the completed run of `overrides` in `job_dir`, or None if it has yet to complete."""
+    finished = read_metrics(job_dir)
+    wanted = [item for item in overrides if not item.startswith("resume=")]
+    if finished is not None and finished.get("status") == "completed" and finished.get("overrides") == wanted:
+        return finished
+    return None
+
+
+def first_task() -> bool:
+    """False in the other tasks of a multi-task SLURM job: there, the job's first task records the outcome."""
+    return os.environ.get("SLURM_PROCID", "0") == "0"
+
+
+def run_child(command: list[str], env: dict[str, str], cpus: list[int] | None) -> int:
+    """Run the job's train.py with `env` added, on `cpus` (None: all), and wait for it; whatever stops this
+    process first stops the run cleanly.
+
+    The child ignores SIGUSR2, the warning SLURM sends before a job's time limit: submitit, in this process,
+    answers it by requeueing the job, and the requeue's SIGTERM then stops the child at the end of its step.
+    If this process is made to exit, the child gets SIGTERM and time to stop at the end of its step, never a
+    SIGKILL in the middle of writing last.ckpt.
+    """
+
+    def prepare() -> None:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # SLURM's warning
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    child = subprocess.Popen(command, cwd=Path.cwd(), env={**os.environ, **env}, preexec_fn=prepare)
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=CHILD_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+
+
+def run_job(
+    script: Path,
+    overrides: Sequence[str],
+    job_dir: Path,
+    env: dict[str, str] | None = None,
+    cpus: list[int] | None = None,
+) -> dict[str, Any]:
     """Run one sweep job as `python script overrides...` in `job_dir`, unless it already finished.
+
+    The run gets `env` added to its environment and runs on `cpus` (None: all), its share of the machine
+    when jobs run side by side (seres.device_slots).
 
     A job whose metrics.json says "completed" with the same overrides is skipped; an interrupted one
     resumes from its last.ckpt (`resume=true`). A job that fails gets a metrics.json with status "failed"
@@ -48,7 +104,7 @@ def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, 
             f"({' '.join(finished.get('overrides') or [])}); give this sweep a new hydra.sweep.dir"
         )
         return {"status": "other settings", "best_val_acc": None, "test_acc": None}
-    if finished is not None and finished.get("status") == "completed":
+    if completed_metrics(job_dir, overrides) is not None:
         log.info(f"job {job_dir.name} already completed, skipping it: {' '.join(overrides)}")
         return finished
     command = [
@@ -60,10 +116,10 @@ def run_job(script: Path, overrides: Sequence[str], job_dir: Path) -> dict[str, 
         "hydra.output_subdir=null",
         "resume=true",
     ]
-    returncode = subprocess.run(command, cwd=Path.cwd()).returncode
+    returncode = run_child(command, env or {}, cpus)
     metrics = read_metrics(job_dir)
-    if returncode == 0 and metrics is not None:
-        return metrics
+    if (returncode == 0 and metrics is not None) or not first_task():
+        return metrics or {"status": "failed", "returncode": returncode, "best_val_acc": None}
     # Recorded with its overrides, so that a rerun of the sweep recognises (and retries) this job.
     failed = {"status": "failed", "returncode": returncode, "overrides": wanted, "best_val_acc": None}
     write_json(failed | {"test_acc": None}, job_dir / "metrics.json")

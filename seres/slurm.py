@@ -1,0 +1,30 @@
+"""Runs started by SLURM (srun, sbatch, the slurm sweep launcher): one owner of requeueing, and task counts
+that Lightning can use.
+
+Lightning recognises SLURM by itself (SLURMEnvironment) and takes ranks, world size and the main address
+from srun's variables. Its auto-requeue (a SIGUSR1 handler that saves an extra checkpoint and requeues the
+job) is switched off here: submitit requeues sweep jobs, SLURM's own `--requeue` requeues plain jobs, and a
+requeued run continues from last.ckpt with `resume=true`, the project's one way of continuing a run.
+"""
+
+import os
+
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+from seres.config_checks import ConfigError
+
+
+def slurm_plugins() -> list[SLURMEnvironment]:
+    """Lightning's SLURM environment without auto-requeue where SLURM started this process, else none."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def check_slurm_tasks() -> None:
+    """Refuse `srun -n N` / `--ntasks=N` (N > 1): Lightning needs the tasks per node to place the ranks."""
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if tasks > 1 and "SLURM_NTASKS_PER_NODE" not in os.environ:
+        raise ConfigError(
+            f"SLURM started {tasks} tasks with --ntasks (srun -n {tasks}), which Lightning cannot map to "
+            f"devices; give the tasks per node instead, e.g. srun --ntasks-per-node={tasks} python train.py "
+            f"trainer=multinode trainer.devices={tasks} trainer.num_nodes=1 hydra.run.dir=..."
+        )
