@@ -36,12 +36,13 @@ from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
 from seres.report import percent, write_report
 from seres.resume import require_same_settings
-from seres.run_names import register_run_suffix
+from seres.run_names import register_resolvers
 from seres.slurm import slurm_plugins
 from seres.start_checks import USER_ERRORS, exit_with
 from seres.sweep import run_job
+from seres.trackers import attach_run_files
 
-register_run_suffix()  # for the default run directory's name (conf/hydra/default.yaml)
+register_resolvers()  # the default run directory's name (conf/hydra/default.yaml), trackers' run names
 
 log = logging.getLogger("seres")
 # An absolute path, so that the configs are found however train.py is started or imported.
@@ -230,6 +231,7 @@ def write_artefacts(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]
     write_json(metrics, run_dir / "metrics.json")
     log_hparams(trainer, cfg, metrics)
     write_report(run_dir)  # curves.png, confusion.png, report.md
+    attach_run_files(trainer.loggers, run_dir)  # to MLflow and W&B runs
     log.info(summary(metrics, run_dir))
 
 

@@ -1,4 +1,4 @@
-"""Default run and sweep directory names: sortable by time and unique to the process that made them.
+"""Run names: directories sortable by time and unique to the process that made them, and trackers' run names.
 
 Two runs started in the same second, on one machine or on several sharing a disk, get different
 directories: `outputs/DATE/HH-MM-SS-<suffix>`, the suffix random and drawn once per process
@@ -7,11 +7,25 @@ same value.
 """
 
 import secrets
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 RUN_SUFFIX = secrets.token_hex(3)  # 16.7 million values: a clash needs the same second and this draw
 
 
-def register_run_suffix() -> None:
+def tracker_run_name() -> str | None:
+    """The run's name in MLflow or W&B (conf/logger): its overrides, so that a sweep's jobs are told apart by
+    their swept values; the run directory's name when it has none. None (the tracker's own name) for a config
+    composed without a Hydra run, e.g. with Hydra's compose API."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    overrides = [item for item in hydra.overrides.task if not item.startswith("resume=")]
+    return " ".join(overrides) or Path(hydra.runtime.output_dir).name
+
+
+def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_suffix", lambda: RUN_SUFFIX, replace=True)
+    OmegaConf.register_new_resolver("tracker_run_name", tracker_run_name, replace=True)

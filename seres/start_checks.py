@@ -25,6 +25,7 @@ from seres.data import CIFAR10Error, find_cifar10
 from seres.interrupts import RunInterrupted
 from seres.resume import require_same_settings
 from seres.slurm import check_slurm_tasks
+from seres.trackers import require_trackers
 
 # What a run leaves that another run must not replace.
 RUN_RESULTS = ("last.ckpt", "best.ckpt", "best_model.pth", "metrics.json")
@@ -55,7 +56,9 @@ def require_unused(run_dir: Path) -> None:
 
 def check_start(cfg: DictConfig, run_dir: Path) -> None:
     """Raise one of USER_ERRORS if the run `cfg` in `run_dir` cannot start as asked."""
-    check_config(OmegaConf.to_container(cfg, resolve=True))
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    check_config(settings)
+    require_trackers(settings)
     check_slurm_tasks()
     resolve_auto(cfg)  # as train.py will, so that a resume compares the settings the run used
     # Files that are there but damaged; missing ones are fetched later by the DataModule.

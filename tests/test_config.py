@@ -94,10 +94,17 @@ def test_callback_options_build(option, tmp_path):
 
 
 @pytest.mark.parametrize("option", group_options("logger"))
-def test_logger_options_build(option, tmp_path):
+def test_logger_options_build(option, tmp_path, monkeypatch):
+    for setting in ("MLFLOW_TRACKING_URI", "WANDB_MODE"):  # the defaults, not this machine's settings
+        monkeypatch.delenv(setting, raising=False)
     cfg = compose_train(f"logger={option}", "trainer.accelerator=cpu", output_dir=tmp_path)
     (logger,) = build_trainer(cfg).loggers
-    assert Path(logger.log_dir).is_relative_to(tmp_path)
+    if option == "mlflow":  # its own store: a local SQLite file where train.py starts, no server
+        assert cfg.logger.mlflow.tracking_uri == "sqlite:///mlflow.db"
+    else:  # files in the run directory
+        assert Path(logger.save_dir).is_relative_to(tmp_path)
+    if option == "wandb":
+        assert cfg.logger.wandb.mode == "offline"
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,13 @@
 """DDP, torchrun and multirun sweeps with real processes on the CPU."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, fake_data, run_command, run_train, tiny_net, write_fake_cifar10
+from conftest import TINY, fake_data, free_port, run_command, run_train, tiny_net, write_fake_cifar10
 from omegaconf import OmegaConf
 
 from seres.data import CIFAR10DataModule
@@ -130,12 +129,6 @@ def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root,
     )
     assert "data.batch_size=33 cannot be split evenly over 2 processes" in failed.stderr
     assert not (tmp_path / "uneven" / "last.ckpt").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_two_torchrun_nodes_make_one_run_with_the_one_node_result(data_root, tmp_path):

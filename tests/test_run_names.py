@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from seres.run_names import RUN_SUFFIX
-from train import CONF_DIR  # registers the run_suffix resolver, as running train.py does
+from train import CONF_DIR  # registers the resolvers, as running train.py does
 
 
 def test_the_default_directories_are_time_sortable_and_carry_this_processs_suffix():

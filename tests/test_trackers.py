@@ -1,0 +1,190 @@
+"""MLflow, W&B and TensorBoard, each read back through its own client or server, over real tiny runs."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY, fake_data, free_port, run_command, write_fake_cifar10
+from mlflow import MlflowClient
+from wandb_records import records, summary
+
+pytestmark = pytest.mark.slow  # real runs and real servers
+
+ATTACHED = ["best_model.pth", "confusion.png", "curves.png", "report.md"]
+SERVER_SECONDS = 90  # how long a server gets to come up before the test fails
+
+
+def tracked(root: Path, store: str, *overrides: str, sweep: bool = False) -> list[str]:
+    """A tiny 2-epoch run logging to TensorBoard, MLflow (at `store`) and W&B (offline by default)."""
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        *(["-m"] if sweep else []),
+        *TINY,
+        *fake_data(root, val_size=80),
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=2",
+        "logger=[tensorboard,mlflow,wandb]",
+        f"logger.mlflow.tracking_uri={store}",
+        *overrides,
+    ]
+
+
+def without_wandb_settings() -> dict[str, str]:
+    """This environment without the user's W&B settings: the run must be offline by its own config."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """One run and a 2-job sweep (optimizer.lr=0.05,0.1), tracked in all three, in one directory."""
+    root = tmp_path_factory.mktemp("tracked")
+    write_fake_cifar10(root / "data", "bin", n_per_class_train=40, n_per_class_test=10)
+    store = f"sqlite:///{root}/mlflow.db"
+    env = without_wandb_settings()
+    single = tracked(root / "data", store, f"hydra.run.dir={root}/logs/run")
+    swept = ["optimizer.lr=0.05,0.1", f"hydra.sweep.dir={root}/logs/sweep"]
+    sweep = tracked(root / "data", store, *swept, sweep=True)
+    for command in (single, sweep):
+        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return {"root": root, "store": store, "run": root / "logs" / "run", "sweep": root / "logs" / "sweep"}
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_mlflow_holds_each_run_with_its_config_metrics_and_files_and_a_sweep_in_one_experiment(runs):
+    client = MlflowClient(runs["store"])
+    experiment = client.get_experiment_by_name("seres")
+    found = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    assert len(found) == 3, sorted(found)
+    # Sweep jobs are told apart by name: their overrides, swept values included.
+    for job, lr in (("0", "0.05"), ("1", "0.1")):
+        (name,) = [name for name in found if f"optimizer.lr={lr}" in name]
+        run, expected = found[name], metrics(runs["sweep"] / job)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["optimizer/lr"] == lr and run.data.params["trainer/max_epochs"] == "2"
+        assert run.data.metrics["val/acc_best"] == pytest.approx(expected["best_val_acc"])
+        assert run.data.metrics["test/acc"] == pytest.approx(expected["test_acc"])
+        assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # one point per epoch
+        assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ATTACHED
+        downloaded = Path(client.download_artifacts(run.info.run_id, "report.md", str(runs["root"] / job)))
+        assert downloaded.read_bytes() == (runs["sweep"] / job / "report.md").read_bytes()
+
+
+def test_wandb_runs_offline_and_its_summary_holds_the_final_metrics(runs):
+    run_dir = runs["run"]
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")  # offline without any W&B setting or account
+    (log,) = offline.glob("run-*.wandb")
+    final, expected = summary(log), metrics(run_dir)
+    assert final["val/acc_best"] == pytest.approx(expected["best_val_acc"])
+    assert final["test/acc"] == pytest.approx(expected["test_acc"])
+    assert final["test/loss"] == pytest.approx(expected["test_loss"])
+    (config,) = [record.config for record in records(log) if record.WhichOneof("record_type") == "config"]
+    settings = {item.key: json.loads(item.value_json) for item in config.update}
+    assert settings["optimizer"]["lr"] == 0.1 and settings["trainer"]["max_epochs"] == 2
+    files = offline / "files"
+    for name in ATTACHED:
+        assert (files / name).read_bytes() == (run_dir / name).read_bytes(), name
+
+
+def get_json(url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_until(ready, what: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + SERVER_SECONDS
+    while True:
+        assert server.poll() is None, f"{what} exited with {server.returncode}"
+        try:
+            if ready():
+                return
+        except OSError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, f"{what} not ready after {SERVER_SECONDS} s"
+        time.sleep(0.5)
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def test_a_tensorboard_server_shows_our_scalars_hparams_of_the_sweep_and_the_confusion_matrix(runs):
+    port = free_port()
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs["root"] / "logs")]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/data"
+    expected_runs = {"run/tensorboard", "sweep/0/tensorboard", "sweep/1/tensorboard"}
+    try:
+        wait_until(lambda: set(get_json(f"{base}/runs")) == expected_runs, "tensorboard", server)
+        scalars = get_json(f"{base}/plugin/scalars/tags")
+        for run in expected_runs:
+            assert {"train/loss", "train/acc", "val/acc", "val/acc_best", "test/acc"} <= set(scalars[run])
+        images = get_json(f"{base}/plugin/images/tags")
+        assert all("test/confusion_matrix" in images[run] for run in expected_runs)
+        # The hparams dashboard: one row per run, the sweep's two learning rates among them, with the metrics.
+        query = {"experimentName": "", "colParams": [], "startIndex": 0, "sliceSize": 100}
+        query["allowedStatuses"] = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+        groups = get_json(f"{base}/plugin/hparams/session_groups", query)["sessionGroups"]
+        rates = {group["name"]: group["hparams"]["optimizer/lr"] for group in groups}
+        assert rates == {"run/tensorboard": 0.1, "sweep/0/tensorboard": 0.05, "sweep/1/tensorboard": 0.1}
+        for group in groups:
+            shown = {value["name"]["tag"] for value in group["metricValues"]}
+            assert {"hparams/best_val_acc", "hparams/test_acc"} <= shown, shown
+    finally:
+        stop(server)
+
+
+def test_a_run_logs_to_a_real_mlflow_server(runs, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
+    command += ["--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: urllib.request.urlopen(f"{uri}/health", timeout=5).status == 200, "mlflow", server)
+        run_dir = tmp_path / "run"
+        command = tracked(runs["root"] / "data", uri, "logger=mlflow", f"hydra.run.dir={run_dir}")
+        run_command(command, cwd=tmp_path)
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("seres").experiment_id])
+        assert run.data.metrics["test/acc"] == pytest.approx(metrics(run_dir)["test_acc"])
+        assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ATTACHED
+        # The server keeps the files: they are in its artefact store, not only in the run directory.
+        assert len(list((tmp_path / "artifacts").rglob("best_model.pth"))) == 1
+    finally:
+        stop(server)
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_any_work_with_the_pip_command(runs, tmp_path):
+    # A Python in which `import mlflow` fails, as where the extra is not installed.
+    shadow = tmp_path / "shadow" / "mlflow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'mlflow'\")\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+    run_dir = tmp_path / "run"
+    command = tracked(runs["root"] / "data", runs["store"], "logger=mlflow", f"hydra.run.dir={run_dir}")
+    refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert "logger=mlflow needs the mlflow package" in refused.stderr
+    assert "pip install -e '.[mlflow]'" in refused.stderr and "Traceback" not in refused.stderr
+    assert not run_dir.exists()
