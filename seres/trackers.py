@@ -38,7 +38,7 @@ def require_trackers(config: dict[str, Any]) -> None:
 
 def attach_run_files(loggers: Iterable[Logger], run_dir: Path) -> None:
     """Attach report.md, curves.png, confusion.png and best_model.pth to each tracker's run (rank 0), and end
-    the W&B run, which writes its summary (wandb-summary.json) and files."""
+    the W&B run here, so that its record (summary and files) is complete before the process exits."""
     files = [run_dir / name for name in ATTACHED if (run_dir / name).is_file()]
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
