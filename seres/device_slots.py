@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from seres.config_checks import ConfigError
 
 LOCK_DIR = ".device_slots"
@@ -38,8 +40,6 @@ def hold_slot(sweep_dir: Path, slots: int) -> Iterator[int]:
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA names them in CUDA_VISIBLE_DEVICES."""
-    import torch  # not at import: the CPU path needs no torch
-
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [name for name in listed.split(",") if name.strip()]

@@ -25,6 +25,8 @@ EXECUTOR_SETTINGS = ("submitit_folder", "max_num_timeout")
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    """The plugin's launcher; `launch` submits only the jobs without a completed run in their directory."""
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         numbered = list(enumerate(job_overrides, start=initial_job_idx))
         results = {number: self.completed_job(number, list(overrides)) for number, overrides in numbered}
