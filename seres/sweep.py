@@ -104,7 +104,7 @@ def run_job(
             f"({' '.join(finished.get('overrides') or [])}); give this sweep a new hydra.sweep.dir"
         )
         return {"status": "other settings", "best_val_acc": None, "test_acc": None}
-    if completed_metrics(job_dir, overrides) is not None:
+    if finished is not None and finished.get("status") == "completed":
         log.info(f"job {job_dir.name} already completed, skipping it: {' '.join(overrides)}")
         return finished
     command = [

@@ -66,9 +66,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_command(command: list[str], expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run a command as a user would, with tests/ importable (test callbacks); assert how it exits."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+def run_command(
+    command: list[str], expect_ok: bool = True, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command as a user would, with tests/ importable (test callbacks); assert how it exits.
+
+    `env` replaces this process's environment (tests/ stays importable)."""
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO / "tests")}
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (result.returncode == 0) == expect_ok, f"{' '.join(command)} exit {result.returncode}:\n{output}"

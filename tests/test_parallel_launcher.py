@@ -1,14 +1,14 @@
 """hydra/launcher=parallel: sweep jobs side by side on one machine, each on devices no running job shares."""
 
 import itertools
-import json
 from datetime import datetime
 
 import pytest
-from conftest import TINY, fake_data, run_train, write_fake_cifar10
+from conftest import TINY, fake_data, run_train
 
 from seres.config_checks import ConfigError
 from seres.device_slots import cpu_slot, gpu_slot
+from seres.sweep import read_metrics
 
 
 def test_gpu_slots_give_each_job_its_own_gpus_and_refuse_too_few():
@@ -28,9 +28,7 @@ def test_cpu_slots_split_the_cores_evenly():
 
 
 @pytest.mark.slow
-def test_parallel_jobs_overlap_in_time_and_never_share_a_core(tmp_path):
-    root = tmp_path / "data"
-    write_fake_cifar10(root, "bin", n_per_class_train=40, n_per_class_test=10)
+def test_parallel_jobs_overlap_in_time_and_never_share_a_core(fake_cifar_bin, tmp_path):
     sweep = tmp_path / "sweep"
     # Job 0 is slow: jobs 1 and 2 run beside it one after the other, and job 2 must take job 1's freed slot.
     run_train(
@@ -38,14 +36,14 @@ def test_parallel_jobs_overlap_in_time_and_never_share_a_core(tmp_path):
         "hydra/launcher=parallel",
         "hydra.launcher.n_jobs=2",
         *TINY,
-        *fake_data(root, val_size=80),
+        *fake_data(fake_cifar_bin, val_size=80),
         "trainer.accelerator=cpu",
         "trainer.max_epochs=2",
         "+callbacks.slow._target_=recording.SlowSteps",
         "+callbacks.slow.seconds=1.0,0.0,0.01",
         f"hydra.sweep.dir={sweep}",
     )
-    jobs = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in range(3)]
+    jobs = [read_metrics(sweep / str(n)) for n in range(3)]
     assert [job["status"] for job in jobs] == ["completed"] * 3
     spans = [[datetime.fromisoformat(job[key]) for key in ("started_at", "finished_at")] for job in jobs]
     pairs = itertools.combinations(range(3), 2)

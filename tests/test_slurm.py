@@ -1,6 +1,5 @@
 """Runs and sweeps on a real SLURM cluster: munged, slurmctld and slurmd here (tests/slurm_cluster.py)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, fake_data, write_fake_cifar10
+from conftest import REPO, TINY, fake_data, run_command
 from slurm_cluster import local_slurm
 from test_reliability import val_acc_steps
+
+from seres.sweep import read_metrics
 
 pytestmark = pytest.mark.slow  # real daemons and real runs
 
@@ -28,26 +29,8 @@ def slurm(tmp_path_factory) -> dict[str, str]:
         yield {**env, "PATH": path, "PYTHONPATH": str(REPO / "tests")}
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("slurm_data")
-    write_fake_cifar10(root, "bin", n_per_class_train=40, n_per_class_test=10)
-    return root
-
-
 def small_run(root: Path) -> list[str]:
     return [*TINY, *fake_data(root, val_size=80), "trainer.accelerator=cpu"]
-
-
-def run(command: list[str], env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    output = f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
-    assert (result.returncode == 0) == expect_ok, f"{' '.join(command)} exit {result.returncode}:\n{output}"
-    return result
-
-
-def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def epoch_numbers(run_dir: Path) -> list[int]:
@@ -55,14 +38,14 @@ def epoch_numbers(run_dir: Path) -> list[int]:
 
 
 def test_a_slurm_sweep_runs_each_job_as_a_two_task_ddp_job_and_a_rerun_submits_nothing(
-    slurm, data_root, tmp_path
+    slurm, fake_cifar_bin, tmp_path
 ):
     sweep = tmp_path / "sweep"
-    command = [sys.executable, "train.py", "-m", *CPU_SWEEP, *small_run(data_root), "trainer.devices=2"]
+    command = [sys.executable, "train.py", "-m", *CPU_SWEEP, *small_run(fake_cifar_bin), "trainer.devices=2"]
     command += ["trainer.max_epochs=1", "optimizer.lr=0.05,0.1", f"hydra.sweep.dir={sweep}"]
-    run(command, slurm)
+    run_command(command, env=slurm)
     for job in ("0", "1"):
-        result = metrics(sweep / job)
+        result = read_metrics(sweep / job)
         assert result["status"] == "completed" and result["world_size"] == 2
         assert (sweep / job / "best_model.pth").is_file()
         # Both ranks were srun's tasks: Lightning took them from SLURM and started no process of its own.
@@ -74,7 +57,7 @@ def test_a_slurm_sweep_runs_each_job_as_a_two_task_ddp_job_and_a_rerun_submits_n
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert [row.split(",")[:3] for row in rows[1:]] == [["0", "0.05", "completed"], ["1", "0.1", "completed"]]
 
-    rerun = run(command, slurm)
+    rerun = run_command(command, env=slurm)
     assert (rerun.stdout + rerun.stderr).count("already completed, not submitting it") == 2
     assert sorted(p.name for p in (sweep / ".submitit").glob("*_*") if p.is_dir()) == submitted, "submitted"
 
@@ -90,9 +73,9 @@ def job_state(env: dict[str, str], job: str) -> str:
     return queue.stdout.strip()
 
 
-def test_a_job_warned_of_its_end_is_requeued_and_resumes_from_last_ckpt(slurm, data_root, tmp_path):
+def test_a_job_warned_of_its_end_is_requeued_and_resumes_from_last_ckpt(slurm, fake_cifar_bin, tmp_path):
     sweep = tmp_path / "sweep"
-    command = [sys.executable, "train.py", "-m", *CPU_SWEEP, *small_run(data_root), "trainer.devices=1"]
+    command = [sys.executable, "train.py", "-m", *CPU_SWEEP, *small_run(fake_cifar_bin), "trainer.devices=1"]
     command += ["trainer.max_epochs=4", "+callbacks.slow._target_=recording.SlowSteps", "seed=0"]
     command += [f"hydra.sweep.dir={sweep}"]  # a one-job sweep
     sweep_process = subprocess.Popen(
@@ -118,36 +101,37 @@ def test_a_job_warned_of_its_end_is_requeued_and_resumes_from_last_ckpt(slurm, d
     assert "resuming from" in log, "the requeued job did not continue from last.ckpt"
     submitit_logs = "".join(path.read_text() for path in (sweep / ".submitit").rglob("*_log.*"))
     assert "Caught signal SIGUSR2" in submitit_logs and "Requeued job" in submitit_logs
-    assert metrics(job)["status"] == "completed" and metrics(job)["epochs"] == 4
+    assert read_metrics(job)["status"] == "completed" and read_metrics(job)["epochs"] == 4
     assert epoch_numbers(job) == [1, 2, 3, 4]
     # TensorBoard's curve has each epoch's validation accuracy once, in order.
     steps = val_acc_steps(job)
     assert steps == sorted(set(steps)) and len(steps) == 4
 
 
-def test_srun_with_tasks_per_node_makes_one_ddp_run_and_ntasks_gets_the_fix(slurm, data_root, tmp_path):
+def test_srun_with_tasks_per_node_makes_one_ddp_run_and_ntasks_gets_the_fix(slurm, fake_cifar_bin, tmp_path):
     run_dir = tmp_path / "run"
-    train = ["python", "train.py", "trainer=multinode", *small_run(data_root), "trainer.devices=2"]
+    train = ["python", "train.py", "trainer=multinode", *small_run(fake_cifar_bin), "trainer.devices=2"]
     train += ["trainer.num_nodes=1", "trainer.max_epochs=1"]
-    run(["srun", "--ntasks-per-node=2", *train, f"hydra.run.dir={run_dir}"], slurm)
-    assert metrics(run_dir)["world_size"] == 2 and metrics(run_dir)["status"] == "completed"
+    run_command(["srun", "--ntasks-per-node=2", *train, f"hydra.run.dir={run_dir}"], env=slurm)
+    assert read_metrics(run_dir)["world_size"] == 2 and read_metrics(run_dir)["status"] == "completed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
-    refused = run(["srun", "-n2", *train, f"hydra.run.dir={tmp_path / 'refused'}"], slurm, expect_ok=False)
+    refused_command = ["srun", "-n2", *train, f"hydra.run.dir={tmp_path / 'refused'}"]
+    refused = run_command(refused_command, expect_ok=False, env=slurm)
     assert "srun --ntasks-per-node=2" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "refused").exists()
 
 
-def test_the_sbatch_script_trains_one_ddp_run_with_a_task_per_device(slurm, data_root, tmp_path):
+def test_the_sbatch_script_trains_one_ddp_run_with_a_task_per_device(slurm, fake_cifar_bin, tmp_path):
     # As a user does: copy the script and set the resources this cluster has (no GPUs, 2 CPUs here).
     script = tmp_path / "train.sbatch"
     lines = (REPO / "scripts" / "train.sbatch").read_text().splitlines()
     script.write_text("\n".join(line for line in lines if "--gpus-per-node" not in line) + "\n")
     run_dir = tmp_path / "run"  # after the script's own hydra.run.dir, so it wins: the run stays out of REPO
-    overrides = [*small_run(data_root), "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
+    overrides = [*small_run(fake_cifar_bin), "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
     sbatch = ["sbatch", "--wait", "--ntasks-per-node=2", "--cpus-per-task=1"]
     sbatch.append(f"--output={tmp_path / 'slurm-%j.out'}")
-    run([*sbatch, str(script), *overrides], slurm)
-    assert metrics(run_dir)["world_size"] == 2 and metrics(run_dir)["status"] == "completed"
+    run_command([*sbatch, str(script), *overrides], env=slurm)
+    assert read_metrics(run_dir)["world_size"] == 2 and read_metrics(run_dir)["status"] == "completed"
     # The script asks to resume, so that a requeued job continues: its first start found nothing to resume.
     assert "has no last.ckpt: starting a new run" in (run_dir / "train.log").read_text()

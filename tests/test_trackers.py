@@ -9,9 +9,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, fake_data, free_port, run_command, write_fake_cifar10
+from conftest import REPO, TINY, fake_data, free_port, run_command
 from mlflow import MlflowClient
 from wandb_records import records, summary
+
+from seres.sweep import read_metrics
 
 pytestmark = pytest.mark.slow  # real runs and real servers
 
@@ -41,23 +43,25 @@ def without_wandb_settings() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, fake_cifar_bin) -> dict[str, Path]:
     """One run and a 2-job sweep (optimizer.lr=0.05,0.1), tracked in all three, in one directory."""
     root = tmp_path_factory.mktemp("tracked")
-    write_fake_cifar10(root / "data", "bin", n_per_class_train=40, n_per_class_test=10)
     store = f"sqlite:///{root}/mlflow.db"
     env = without_wandb_settings()
-    single = tracked(root / "data", store, f"hydra.run.dir={root}/logs/run")
+    single = tracked(fake_cifar_bin, store, f"hydra.run.dir={root}/logs/run")
     swept = ["optimizer.lr=0.05,0.1", f"hydra.sweep.dir={root}/logs/sweep"]
-    sweep = tracked(root / "data", store, *swept, sweep=True)
+    sweep = tracked(fake_cifar_bin, store, *swept, sweep=True)
     for command in (single, sweep):
         result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-3000:]
-    return {"root": root, "store": store, "run": root / "logs" / "run", "sweep": root / "logs" / "sweep"}
-
-
-def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+    logs = root / "logs"
+    return {
+        "root": root,
+        "data": fake_cifar_bin,
+        "store": store,
+        "run": logs / "run",
+        "sweep": logs / "sweep",
+    }
 
 
 def test_mlflow_holds_each_run_with_its_config_metrics_and_files_and_a_sweep_in_one_experiment(runs):
@@ -68,7 +72,7 @@ def test_mlflow_holds_each_run_with_its_config_metrics_and_files_and_a_sweep_in_
     # Sweep jobs are told apart by name: their overrides, swept values included.
     for job, lr in (("0", "0.05"), ("1", "0.1")):
         (name,) = [name for name in found if f"optimizer.lr={lr}" in name]
-        run, expected = found[name], metrics(runs["sweep"] / job)
+        run, expected = found[name], read_metrics(runs["sweep"] / job)
         assert run.info.status == "FINISHED"
         assert run.data.params["optimizer/lr"] == lr and run.data.params["trainer/max_epochs"] == "2"
         assert run.data.metrics["val/acc_best"] == pytest.approx(expected["best_val_acc"])
@@ -83,7 +87,7 @@ def test_wandb_runs_offline_and_its_summary_holds_the_final_metrics(runs):
     run_dir = runs["run"]
     (offline,) = (run_dir / "wandb").glob("offline-run-*")  # offline without any W&B setting or account
     (log,) = offline.glob("run-*.wandb")
-    final, expected = summary(log), metrics(run_dir)
+    final, expected = summary(log), read_metrics(run_dir)
     assert final["val/acc_best"] == pytest.approx(expected["best_val_acc"])
     assert final["test/acc"] == pytest.approx(expected["test_acc"])
     assert final["test/loss"] == pytest.approx(expected["test_loss"])
@@ -100,6 +104,15 @@ def get_json(url: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+def hparams_table(base: str) -> list[dict]:
+    """The rows of TensorBoard's HParams tab, as its page asks the server for them: a run, its config, its
+    metrics."""
+    every_status = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    query = {"experimentName": "", "colParams": [], "startIndex": 0, "sliceSize": 100}
+    query["allowedStatuses"] = every_status
+    return get_json(f"{base}/plugin/hparams/session_groups", query)["sessionGroups"]
 
 
 def wait_until(ready, what: str, server: subprocess.Popen) -> None:
@@ -140,14 +153,12 @@ def test_a_tensorboard_server_shows_our_scalars_hparams_of_the_sweep_and_the_con
             assert {"train/loss", "train/acc", "val/acc", "val/acc_best", "test/acc"} <= set(scalars[run])
         images = get_json(f"{base}/plugin/images/tags")
         assert all("test/confusion_matrix" in images[run] for run in expected_runs)
-        # The hparams dashboard: one row per run, the sweep's two learning rates among them, with the metrics.
-        query = {"experimentName": "", "colParams": [], "startIndex": 0, "sliceSize": 100}
-        query["allowedStatuses"] = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
-        groups = get_json(f"{base}/plugin/hparams/session_groups", query)["sessionGroups"]
-        rates = {group["name"]: group["hparams"]["optimizer/lr"] for group in groups}
+        # The HParams tab: one row per run, the sweep's two learning rates among them, with the metrics.
+        rows = hparams_table(base)
+        rates = {row["name"]: row["hparams"]["optimizer/lr"] for row in rows}
         assert rates == {"run/tensorboard": 0.1, "sweep/0/tensorboard": 0.05, "sweep/1/tensorboard": 0.1}
-        for group in groups:
-            shown = {value["name"]["tag"] for value in group["metricValues"]}
+        for row in rows:
+            shown = {value["name"]["tag"] for value in row["metricValues"]}
             assert {"hparams/best_val_acc", "hparams/test_acc"} <= shown, shown
     finally:
         stop(server)
@@ -163,11 +174,11 @@ def test_a_run_logs_to_a_real_mlflow_server(runs, tmp_path):
     try:
         wait_until(lambda: urllib.request.urlopen(f"{uri}/health", timeout=5).status == 200, "mlflow", server)
         run_dir = tmp_path / "run"
-        command = tracked(runs["root"] / "data", uri, "logger=mlflow", f"hydra.run.dir={run_dir}")
+        command = tracked(runs["data"], uri, "logger=mlflow", f"hydra.run.dir={run_dir}")
         run_command(command, cwd=tmp_path)
         client = MlflowClient(uri)
         (run,) = client.search_runs([client.get_experiment_by_name("seres").experiment_id])
-        assert run.data.metrics["test/acc"] == pytest.approx(metrics(run_dir)["test_acc"])
+        assert run.data.metrics["test/acc"] == pytest.approx(read_metrics(run_dir)["test_acc"])
         assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ATTACHED
         # The server keeps the files: they are in its artefact store, not only in the run directory.
         assert len(list((tmp_path / "artifacts").rglob("best_model.pth"))) == 1
@@ -182,7 +193,7 @@ def test_a_tracker_that_is_not_installed_is_refused_before_any_work_with_the_pip
     (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'mlflow'\")\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
     run_dir = tmp_path / "run"
-    command = tracked(runs["root"] / "data", runs["store"], "logger=mlflow", f"hydra.run.dir={run_dir}")
+    command = tracked(runs["data"], runs["store"], "logger=mlflow", f"hydra.run.dir={run_dir}")
     refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert refused.returncode == 1
     assert "logger=mlflow needs the mlflow package" in refused.stderr
