@@ -112,7 +112,6 @@ def hparams_table(base: str) -> list[dict]:
     every_status = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
     query = {"experimentName": "", "colParams": [], "startIndex": 0, "sliceSize": 100}
     query["allowedStatuses"] = every_status
-    # TensorBoard names a table row (one run's hyperparameters and metrics) a "session group".
     return get_json(f"{base}/plugin/hparams/session_groups", query)["sessionGroups"]
 
 
