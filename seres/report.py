@@ -138,7 +138,7 @@ def read_history(path: Path) -> list[dict[str, float | None]]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -147,7 +147,7 @@ def _read_json(path: Path) -> Any:
 
 def read_confusion(path: Path) -> tuple[np.ndarray, list[str]]:
     """confusion.json as (matrix, class names); matrix[true, predicted] counts test images."""
-    data = _read_json(path)
+    data = read_json(path)
     try:
         matrix = np.asarray(data["matrix"], dtype=np.int64)
         classes = [str(name) for name in data["classes"]]
@@ -216,7 +216,7 @@ def write_report(run_dir: str | Path) -> Path:
             f"{run_dir} is not a run directory: it has neither {HISTORY_FILE} nor metrics.json. Give the "
             "directory train.py printed at the end (outputs/DATE/TIME, or multirun/DATE/TIME/N)."
         )
-    metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
+    metrics = read_json(metrics_file) if metrics_file.is_file() else {}
     lines = [f"# Run report: {run_dir.name}", "", f"`{_command(run_dir)}`", "", *_metrics_table(metrics), ""]
 
     history = read_history(history_file) if history_file.is_file() else []

@@ -1,0 +1,104 @@
+"""A markdown table of finished runs, made from the runs' own files, so that no row can disagree with its run.
+
+    python -m seres.runs_table docs/results/cpu-fast-screen/*/
+
+One row a run directory: its path as given, the overrides it was given (those common to every row are
+printed once, above the table), the global batch size and peak learning rate it recorded, optimizer steps,
+training images and compute, best validation accuracy, test accuracy where it was tested, and validation
+accuracy by epoch. Everything comes from the run's metrics.json and epochs.csv (train.py writes both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from seres.report import HISTORY_FILE, ReportError, percent, read_history, read_json
+from seres.sweep_summary import markdown_table
+
+HEADER = [
+    "run",
+    "overrides",
+    "batch",
+    "peak lr",
+    "optimizer steps",
+    "training images",
+    "compute",
+    "best val acc",
+    "test acc",
+    "val acc by epoch",
+]
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """A run's metrics.json with its validation accuracy by epoch (from epochs.csv) as `val_accs`."""
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        raise ReportError(f"{run_dir} has no metrics.json: give the directory of a finished run")
+    metrics = read_json(metrics_file)
+    history_file = run_dir / HISTORY_FILE
+    history = read_history(history_file) if history_file.is_file() else []
+    return {**metrics, "name": str(run_dir).rstrip("/"), "val_accs": [row["val_acc"] for row in history]}
+
+
+def common_overrides(runs: list[dict[str, Any]]) -> list[str]:
+    """Overrides every run was given, in the first run's order."""
+    shared = set.intersection(*(set(run.get("overrides", [])) for run in runs))
+    return [item for item in runs[0].get("overrides", []) if item in shared]
+
+
+def _count(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def _pflop(value: float | None) -> str:
+    return "" if value is None else f"{value / 1e15:.3f} PFLOP"
+
+
+def _by_epoch(val_accs: list[float | None]) -> str:
+    return " / ".join("-" if acc is None else f"{100 * acc:.1f}" for acc in val_accs)
+
+
+def run_row(run: dict[str, Any], common: list[str]) -> list[str]:
+    images, batch = run.get("train_images"), run.get("global_batch_size")
+    steps = images / batch if images is not None and batch else None
+    return [
+        run["name"],
+        " ".join(f"`{item}`" for item in run.get("overrides", []) if item not in common),
+        _count(batch),
+        "" if run.get("lr") is None else f"{run['lr']:g}",
+        _count(steps),
+        _count(images),
+        _pflop(run.get("train_flops")),
+        percent(run.get("best_val_acc")),
+        "" if run.get("test_acc") is None else percent(run["test_acc"]),
+        _by_epoch(run["val_accs"]),
+    ]
+
+
+def runs_table(run_dirs: Sequence[Path]) -> list[str]:
+    """The markdown lines: the overrides common to every run, then one row a run."""
+    runs = [read_run(run_dir) for run_dir in run_dirs]
+    common = common_overrides(runs)
+    shared = " ".join(f"`{item}`" for item in common) or "none"
+    rows = [run_row(run, common) for run in runs]
+    return [f"Overrides of every run: {shared}", "", *markdown_table(HEADER, rows)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seres.runs_table", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="directories of finished runs")
+    args = parser.parse_args(argv)
+    try:
+        print("\n".join(runs_table(args.run_dirs)))
+    except ReportError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The results table made from runs' own files (python -m seres.runs_table), over a short real-data run."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from real_run import run_cli, short_real_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return short_real_run(tmp_path_factory.getbasetemp())
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The data rows of the markdown table in `output`, as lists of cells."""
+    lines = [line for line in output.splitlines() if line.startswith("| ")][1:]  # without the header
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_a_row_says_what_the_runs_files_say(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with open(run_dir / "epochs.csv", newline="") as handle:
+        val_accs = [float(row["val_acc"]) for row in csv.DictReader(handle)]
+    (row,) = table_rows(run_cli("-m", "seres.runs_table", str(run_dir)).stdout)
+    name, _, batch, lr, steps, images, compute, best, test, by_epoch = row
+    assert name == str(run_dir)
+    assert (int(batch.replace(",", "")), float(lr)) == (metrics["global_batch_size"], metrics["lr"])
+    assert int(images.replace(",", "")) == metrics["train_images"]
+    assert int(steps.replace(",", "")) == metrics["train_images"] // metrics["global_batch_size"]
+    assert compute == f"{metrics['train_flops'] / 1e15:.3f} PFLOP"
+    assert best == f"{100 * metrics['best_val_acc']:.2f}%" and test == f"{100 * metrics['test_acc']:.2f}%"
+    assert by_epoch == " / ".join(f"{100 * acc:.1f}" for acc in val_accs)
+
+
+def test_overrides_shared_by_every_run_are_said_once_and_the_rest_per_row(run_dir, tmp_path):
+    other = tmp_path / "other_seed"
+    shutil.copytree(run_dir, other)
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["overrides"] = [*metrics["overrides"], "seed=1"]
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    output = run_cli("-m", "seres.runs_table", str(run_dir), str(other)).stdout
+    shared = output.splitlines()[0]
+    assert "`data.batch_size=64`" in shared and "seed=1" not in shared, shared
+    assert [row[1] for row in table_rows(output)] == ["", "`seed=1`"]
+
+
+def test_a_directory_without_metrics_is_named_in_one_line(tmp_path):
+    result = run_cli("-m", "seres.runs_table", str(tmp_path), expect_success=False)
+    assert result.returncode == 2
+    expected = f"Error: {tmp_path} has no metrics.json: give the directory of a finished run"
+    assert result.stderr.strip() == expected
