@@ -207,6 +207,30 @@ def test_random_crop_matches_torchvision(flip: bool) -> None:
     assert_same_distribution(fill_fraction(outputs["ours"]), fill_fraction(outputs["torchvision"]), "padding")
 
 
+def test_reflect_padded_crop_shows_the_mirrored_border_on_both_pipelines() -> None:
+    padding = 2
+    image = position_image()
+    aug = Augmentation(crop_padding=padding, crop_padding_mode="reflect", flip=True)
+    outputs = {
+        "ours": to_uint8(ours(aug, copies(image))),
+        "torchvision": to_uint8(reference(build_train_transform(aug, [0, 0, 0], [1, 1, 1]), copies(image))),
+    }
+    reflected = torch.nn.functional.pad(image, (padding,) * 4, mode="reflect")
+    for name, out in outputs.items():
+        dy, dx, flipped = recover_crop(out)
+        assert not (out == 0).any(), f"{name}: a reflect-padded crop holds no zero fill"
+        for index in range(len(out)):
+            top, left = padding + int(dy[index]), padding + int(dx[index])
+            crop = reflected[:, top : top + 32, left : left + 32]
+            assert torch.equal(out[index], crop.flip(-1) if flipped[index] else crop), f"{name} image {index}"
+        assert_uniform_counts((dy + padding) * 5 + dx + padding, 25, f"{name} crop offsets")
+
+
+def test_an_unknown_padding_mode_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="crop_padding_mode must be one of zeros, reflect, got 'edge'"):
+        Augmentation(crop_padding=4, crop_padding_mode="edge")
+
+
 def test_random_flip_matches_torchvision() -> None:
     image = position_image()  # left-right asymmetric
     mine = to_uint8(ours(Augmentation(flip=True), copies(image)))

@@ -26,7 +26,16 @@ def test_augmentation_rejects_bad_values(settings) -> None:
 
 
 def test_train_transform_has_the_enabled_steps_in_order() -> None:
-    everything = Augmentation(4, True, 15.0, 0.1, 0.2, 0.2, 0.2, 8)
+    everything = Augmentation(
+        crop_padding=4,
+        flip=True,
+        rotation=15.0,
+        translate=0.1,
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+        cutout=8,
+    )
     steps = [type(step) for step in build_train_transform(everything, MEAN, STD).transforms]
     assert steps == [
         v2.RandomCrop,

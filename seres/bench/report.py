@@ -29,7 +29,8 @@ def describe_augmentation(aug: Augmentation) -> str:
     """The augmentations that are on, in a few words."""
     parts = []
     if aug.crop_padding:
-        parts.append(f"crop 32 pad {aug.crop_padding}")
+        reflect = " reflect" if aug.crop_padding_mode == "reflect" else ""
+        parts.append(f"crop 32 pad {aug.crop_padding}{reflect}")
     if aug.flip:
         parts.append("flip")
     if aug.rotation:

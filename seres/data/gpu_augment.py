@@ -28,6 +28,9 @@ GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
 
 ChannelStats = Sequence[float] | Tensor
 
+# crop_padding_mode -> the mode of F.pad here and torchvision RandomCrop's padding_mode alike.
+PADDING_MODES = {"zeros": "constant", "reflect": "reflect"}
+
 # A grid_sample coordinate beyond the image even for bilinear's neighbours, so it samples the zero fill.
 _FAR_OUTSIDE = 4.0
 
@@ -35,7 +38,8 @@ _FAR_OUTSIDE = 4.0
 class AugmentationLike(Protocol):
     """The fields of :class:`seres.data.transforms.Augmentation` read here; any object with them works."""
 
-    crop_padding: int  # px of zero padding around the image before a same-size random crop; 0 off
+    crop_padding: int  # px of padding around the image before a same-size random crop; 0 off
+    crop_padding_mode: str  # "zeros" or "reflect": what the padding holds
     flip: bool  # horizontal flip with probability 0.5
     rotation: float  # max abs rotation in degrees
     translate: float  # max abs shift in each axis, as a fraction of the image size
@@ -91,7 +95,7 @@ def augment_batch(
         raise ValueError("pass both mean and std, or neither")
     x = images
     if aug.crop_padding > 0:
-        x = random_crop_flip(x, aug.crop_padding, aug.flip, generator)
+        x = random_crop_flip(x, aug.crop_padding, aug.flip, generator, aug.crop_padding_mode)
     elif aug.flip:
         x = random_flip(x, generator)
     x = to_unit_float(x)
@@ -110,14 +114,22 @@ def augment_batch(
     return x
 
 
-def random_crop_flip(images: Tensor, padding: int, flip: bool, generator: torch.Generator | None) -> Tensor:
-    """Zero-padded random crop back to (H, W) (torchvision ``RandomCrop(size, padding)``), then optional flip.
+def random_crop_flip(
+    images: Tensor,
+    padding: int,
+    flip: bool,
+    generator: torch.Generator | None,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """Padded random crop back to (H, W) (torchvision ``RandomCrop(size, padding)``), then optional flip.
+
+    ``padding_mode``: "zeros" (RandomCrop's default fill) or "reflect" (its ``padding_mode="reflect"``).
 
     Each image gets its own offsets, uniform in [0, 2 * padding] per axis. The crop and the flip are one
     gather: the flip only reverses the column indices. (B, C, H, W) of any dtype -> same shape and dtype.
     """
     batch, channels, height, width = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))  # zeros, RandomCrop's default fill
+    padded = F.pad(images, (padding, padding, padding, padding), mode=PADDING_MODES[padding_mode])
     rows = _random_ints(batch, 2 * padding + 1, images, generator)[:, None] + _arange(height, images)
     cols_in_crop = _arange(width, images).expand(batch, width)
     if flip:

@@ -16,12 +16,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from seres.data.gpu_augment import PADDING_MODES
+
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Training augmentation settings; every default means "off".
 
-    crop_padding: pixels of zero padding before a random 32x32 crop.
+    crop_padding: pixels of padding before a random 32x32 crop.
+    crop_padding_mode: what the padding holds: "zeros" (torchvision's default) or "reflect" (the image
+        mirrored at its border, so a shifted image shows no black strip).
     flip: random horizontal flip with probability 0.5.
     rotation: maximum rotation in degrees (uniform in [-rotation, rotation]).
     translate: maximum shift as a fraction of the image size, both axes (0..1).
@@ -31,6 +35,7 @@ class Augmentation:
     """
 
     crop_padding: int = 0
+    crop_padding_mode: str = "zeros"
     flip: bool = False
     rotation: float = 0.0
     translate: float = 0.0
@@ -44,6 +49,11 @@ class Augmentation:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"data.aug.{name} must be an int >= 0 (0 = off), got {value!r}")
+        if self.crop_padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"data.aug.crop_padding_mode must be one of {', '.join(PADDING_MODES)}, "
+                f"got {self.crop_padding_mode!r}"
+            )
         if not isinstance(self.flip, bool):
             raise ValueError(f"data.aug.flip must be true or false, got {self.flip!r}")
         for name in ("rotation", "translate", "brightness", "contrast", "saturation"):
@@ -108,7 +118,8 @@ def build_train_transform(aug: Augmentation, mean: Sequence[float], std: Sequenc
     """
     steps: list[Callable[[Tensor], Tensor]] = []
     if aug.crop_padding:
-        steps.append(v2.RandomCrop(32, padding=aug.crop_padding))
+        padding_mode = PADDING_MODES[aug.crop_padding_mode]
+        steps.append(v2.RandomCrop(32, padding=aug.crop_padding, padding_mode=padding_mode))
     if aug.flip:
         steps.append(v2.RandomHorizontalFlip())
     if aug.rotation:
