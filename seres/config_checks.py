@@ -44,6 +44,8 @@ def check_optimization(config: dict[str, Any]) -> None:
         _require(0 <= momentum < 1, "optimizer.momentum", momentum, "use a value in [0, 1), e.g. 0.9")
     decay = _number(config, "optimizer.weight_decay")
     _require(decay >= 0, "optimizer.weight_decay", decay, "use a value >= 0, e.g. 5e-4")
+    scale = _number(config, "param_groups.norm_bias_lr_scale")
+    _require(scale > 0, "param_groups.norm_bias_lr_scale", scale, "a multiplier > 0, e.g. 1.0 (none) or 64")
     smoothing = _number(config, "label_smoothing")
     _require(0 <= smoothing < 1, "label_smoothing", smoothing, "use a value in [0, 1), e.g. 0.1")
     epochs = config["trainer"].get("max_epochs")
@@ -107,6 +109,21 @@ def check_devices(config: dict[str, Any]) -> None:
     )
 
 
+def check_batch_norm(config: dict[str, Any]) -> None:
+    momentum = _number(config, "model.bn_momentum")
+    _require(
+        0 < momentum <= 1, "model.bn_momentum", momentum, "a value in (0, 1] (torch's convention), e.g. 0.1"
+    )
+    model = config["model"]
+    _require(
+        model.get("bn_scale_trainable") or not model.get("zero_init_residual"),
+        "model.bn_scale_trainable",
+        model.get("bn_scale_trainable"),
+        "frozen scales with model.zero_init_residual=true would keep every block's last scale at 0; set "
+        "model.zero_init_residual=false",
+    )
+
+
 def check_seed(config: dict[str, Any]) -> None:
     seed = config.get("seed")
     _require(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0, e.g. seed=0")
@@ -116,5 +133,6 @@ def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError for the first setting that cannot work."""
     check_seed(config)
     check_optimization(config)
+    check_batch_norm(config)
     check_data(config)
     check_devices(config)

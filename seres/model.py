@@ -72,7 +72,8 @@ class SEResNet(nn.Module):
 
     `widths`, `blocks` and `strides` list one entry per stack; `layer4=False` uses only the first three
     stacks. `se_reduction=0` removes the SE modules (for ablations). `dropout` is a channel dropout between
-    the two convolutions of every block (0 = off).
+    the two convolutions of every block (0 = off). `bn_momentum` is every BatchNorm's running-statistics
+    momentum; `bn_scale_trainable=False` keeps every BatchNorm scale at 1.
     """
 
     def __init__(
@@ -86,9 +87,12 @@ class SEResNet(nn.Module):
         dropout: float = 0.0,
         num_classes: int = 10,
         zero_init_residual: bool = False,
+        bn_momentum: float = 0.1,
+        bn_scale_trainable: bool = True,
     ) -> None:
         super().__init__()
         check_architecture(layer4, widths, blocks, strides, se_reduction, dropout)
+        check_batch_norm(bn_momentum, bn_scale_trainable, zero_init_residual)
         stacks = 4 if layer4 else 3
         self.stem = nn.Sequential(conv3x3(3, stem_width), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
         layers, in_channels = [], stem_width
@@ -98,6 +102,7 @@ class SEResNet(nn.Module):
         self.stacks = nn.Sequential(*layers)
         self.fc = nn.Linear(in_channels, num_classes)
         self._init_weights(zero_init_residual)
+        self._set_batch_norm(bn_momentum, bn_scale_trainable)
 
     @staticmethod
     def _make_stack(
@@ -119,6 +124,14 @@ class SEResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, SEBasicBlock):
                     nn.init.zeros_(m.bn2.weight)
+
+    def _set_batch_norm(self, momentum: float, scale_trainable: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = momentum
+                # Frozen at 1, the scales leave the learning rate of the convolutions' weights as the
+                # only effective step size (Page, "How to train your ResNet", part 8).
+                m.weight.requires_grad_(scale_trainable)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stacks(self.stem(x))
@@ -147,6 +160,17 @@ def check_architecture(
         raise ValueError(f"model.se_reduction={se_reduction}: use a positive reduction, or 0 to remove SE")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"model.dropout={dropout}: must be in [0, 1)")
+
+
+def check_batch_norm(momentum: float, scale_trainable: bool, zero_init_residual: bool) -> None:
+    """Raise ValueError naming the config key when the BatchNorm settings cannot train."""
+    if not 0.0 < momentum <= 1.0:
+        raise ValueError(f"model.bn_momentum={momentum}: must be in (0, 1] (torch's convention), e.g. 0.1")
+    if zero_init_residual and not scale_trainable:
+        raise ValueError(
+            "model.bn_scale_trainable=false with model.zero_init_residual=true would freeze every block's "
+            "last BatchNorm scale at 0, so no block could learn; set model.zero_init_residual=false"
+        )
 
 
 # model.* keys that say how a run executes the network (memory layout, compilation), not what it is.

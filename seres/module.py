@@ -55,6 +55,50 @@ def step_schedule(
     return LambdaLR(optimizer, factor)
 
 
+def parameter_groups(
+    net: nn.Module, decay_norm_and_bias: bool = True, norm_bias_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """The trainable parameters of `net` as optimizer groups, named for the learning-rate monitor.
+
+    With the defaults, one group of every trainable parameter (as `net.parameters()`, frozen ones left
+    out). `decay_norm_and_bias=False` puts BatchNorm scales and shifts and every bias in a group without
+    weight decay (only convolution and linear weights decay). `norm_bias_lr_scale` multiplies the learning
+    rate of BatchNorm shifts and divides their weight decay (`scale_group_lrs` applies it once the optimizer
+    exists), so that their decay per step, lr x weight decay, stays that of the other parameters.
+    """
+    trainable = [parameter for parameter in net.parameters() if parameter.requires_grad]
+    if decay_norm_and_bias and norm_bias_lr_scale == 1.0:
+        return [{"params": trainable}]
+    decayed, undecayed, norm_shifts = [], [], []
+    for module in net.modules():
+        is_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad:
+                continue
+            if is_norm and name == "bias":
+                norm_shifts.append(parameter)
+            elif (is_norm or name == "bias") and not decay_norm_and_bias:
+                undecayed.append(parameter)
+            else:
+                decayed.append(parameter)
+    shifts_decay = {} if decay_norm_and_bias else {"weight_decay": 0.0}
+    groups = [
+        {"name": "decayed", "params": decayed},
+        {"name": "no_decay", "params": undecayed, "weight_decay": 0.0},
+        {"name": "norm_shifts", "params": norm_shifts, "lr_scale": norm_bias_lr_scale, **shifts_decay},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def scale_group_lrs(optimizer: Optimizer) -> None:
+    """Apply each group's `lr_scale` (from parameter_groups): lr times it, weight decay divided by it."""
+    for group in optimizer.param_groups:
+        scale = group.get("lr_scale", 1.0)
+        group["lr"] *= scale
+        if "weight_decay" in group:
+            group["weight_decay"] /= scale
+
+
 def flip_averaged_logits(net: nn.Module, x: Tensor) -> Tensor:
     """Test-time augmentation: the mean of the logits for the (N, 3, H, W) images and their mirror images."""
     return (net(x) + net(x.flip(-1))) / 2
@@ -80,6 +124,7 @@ class ClassifierModule(L.LightningModule):
     length; both come from Hydra as partials (`_partial_: true`), and evaluation needs neither. `config` is
     the run's resolved config, kept in the checkpoint so a checkpoint alone says how it was made.
     `tta=True` evaluates (val and test) on the mean logits of each image and its horizontal mirror.
+    `param_groups` holds `parameter_groups`' keyword arguments (how BatchNorm parameters and biases train).
     """
 
     def __init__(
@@ -91,6 +136,7 @@ class ClassifierModule(L.LightningModule):
         num_classes: int = 10,
         config: dict[str, Any] | None = None,
         tta: bool = False,
+        param_groups: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Partials and the network are rebuilt from `config`, so only plain values go into the checkpoint.
@@ -110,6 +156,7 @@ class ClassifierModule(L.LightningModule):
         # Kept in checkpoints so a resumed run remembers its best validation accuracy.
         self.val_acc_best.persistent(True)
         self.tta = tta
+        self.param_groups = dict(param_groups or {})
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -158,7 +205,8 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(
                 "this ClassifierModule was built without an optimizer (for evaluation); give one to fit"
             )
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(parameter_groups(self.net, **self.param_groups))
+        scale_group_lrs(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         max_epochs = max(1, self.trainer.max_epochs or 1)

@@ -20,6 +20,15 @@ REFUSED = [
     (["data.batch_size=0"], "data.batch_size=0 is not allowed: an integer >= 1"),
     (["seed=abc"], "seed='abc' is not allowed: an integer >= 0, e.g. seed=0"),
     (["label_smoothing=1.5"], "label_smoothing=1.5 is not allowed: use a value in [0, 1)"),
+    (
+        ["param_groups.norm_bias_lr_scale=0"],
+        "param_groups.norm_bias_lr_scale=0.0 is not allowed: a multiplier > 0",
+    ),
+    (["model.bn_momentum=2"], "model.bn_momentum=2.0 is not allowed: a value in (0, 1]"),
+    (
+        ["model.bn_scale_trainable=false", "model.zero_init_residual=true"],
+        "model.bn_scale_trainable=False is not allowed: frozen scales with model.zero_init_residual=true",
+    ),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is not allowed: use a norm >= 0"),
     (
         ["scheduler.warmup_epochs=5", "trainer.max_epochs=2"],

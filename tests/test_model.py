@@ -78,6 +78,8 @@ def test_widths_blocks_and_dropout_are_configurable():
         ({"blocks": [3, 0, 3]}, "model.blocks"),
         ({"se_reduction": -1}, "model.se_reduction=-1"),
         ({"dropout": 1.5}, "model.dropout=1.5"),
+        ({"bn_momentum": 0.0}, "model.bn_momentum=0.0"),
+        ({"bn_scale_trainable": False, "zero_init_residual": True}, "set model.zero_init_residual=false"),
     ],
 )
 def test_impossible_architectures_are_refused_with_the_key(kwargs, message):
@@ -88,3 +90,11 @@ def test_impossible_architectures_are_refused_with_the_key(kwargs, message):
 def test_zero_init_residual_makes_blocks_start_as_identity_branches():
     model = SEResNet(zero_init_residual=True)
     assert all(b.bn2.weight.abs().sum() == 0 for b in model.modules() if isinstance(b, SEBasicBlock))
+
+
+def test_batch_norm_momentum_and_frozen_scales_reach_every_batch_norm():
+    model = SEResNet(bn_momentum=0.4, bn_scale_trainable=False)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.4 for m in norms)
+    assert all(not m.weight.requires_grad and bool((m.weight == 1).all()) for m in norms)
+    assert all(m.bias.requires_grad for m in norms)

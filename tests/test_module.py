@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-from seres.module import ClassifierModule, cosine_schedule, step_schedule
+from seres.module import ClassifierModule, cosine_schedule, parameter_groups, step_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,3 +138,52 @@ def test_a_compiled_network_is_compiled_once_for_training_and_once_for_evaluatio
     trainer.fit(module, fixed_batches(), fixed_batches())
     trainer.test(module, fixed_batches(), verbose=False)
     assert len(graphs) == 2
+
+
+def gradients_of_one_batch(module: ClassifierModule, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """Each parameter's gradient of the training loss on `batch`, computed on a copy of the network."""
+    copy = copy_module(module)
+    copy.train()
+    x, y = batch
+    copy.criterion(copy(x), y).backward()
+    return {name: p.grad.clone() for name, p in copy.net.named_parameters() if p.grad is not None}
+
+
+def copy_module(module: ClassifierModule) -> ClassifierModule:
+    twin = tiny_module()
+    twin.load_state_dict(module.state_dict())
+    return twin
+
+
+def test_norm_and_bias_groups_step_as_their_settings_say():
+    # Plain SGD (no momentum) with weight decay: one step is p - lr * scale * (grad + decay / scale * p).
+    lr, decay, scale = 0.05, 0.1, 64.0
+    torch.manual_seed(0)
+    net = tiny_net()
+    module = ClassifierModule(
+        net,
+        partial(torch.optim.SGD, lr=lr, weight_decay=decay),
+        param_groups={"decay_norm_and_bias": False, "norm_bias_lr_scale": scale},
+    )
+    loader = fixed_batches(n=16, batch_size=16)
+    gradients = gradients_of_one_batch(module, next(iter(loader)))
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    cpu_trainer(max_steps=1).fit(module, loader)
+    norm_names = {name for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    for name, p in net.named_parameters():
+        owner, kind = name.rsplit(".", 1)
+        if owner in norm_names and kind == "bias":
+            expected = before[name] - lr * scale * gradients[name]  # BatchNorm shift: scaled, no decay
+        elif owner in norm_names or kind == "bias":
+            expected = before[name] - lr * gradients[name]  # BatchNorm scale, other biases: no decay
+        else:
+            expected = before[name] - lr * (gradients[name] + decay * before[name])
+        torch.testing.assert_close(p.detach(), expected, msg=name)
+
+
+def test_default_groups_are_every_trainable_parameter_in_one_group():
+    net = tiny_net(bn_scale_trainable=False)
+    (group,) = parameter_groups(net)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    assert len(group["params"]) == len(trainable) < len(list(net.parameters()))
+    assert all(a is b for a, b in zip(group["params"], trainable, strict=True))
