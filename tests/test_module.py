@@ -12,7 +12,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-from seres.module import ClassifierModule, cosine_schedule, parameter_groups, step_schedule
+from seres.module import (
+    ClassifierModule,
+    cosine_schedule,
+    parameter_groups,
+    step_schedule,
+    triangular_schedule,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,6 +104,15 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     assert all(a >= b for a, b in zip(values[9:], values[10:], strict=False))
     assert values[55] == pytest.approx(0.1 + 0.9 * 0.5, abs=0.01)
     assert values[100] == pytest.approx(0.1)
+
+
+def test_triangular_schedule_rises_and_falls_linearly():
+    schedule = triangular_schedule(sgd(), steps_per_epoch=10, max_epochs=10, warmup_epochs=2, start_ratio=0.2)
+    values = lrs(schedule, 101)
+    assert values[0] == pytest.approx(0.2 + 0.8 / 20) and values[19] == pytest.approx(1.0)
+    assert values[60] == pytest.approx(0.5) and values[100] == pytest.approx(0.0)
+    falling = [a - b for a, b in zip(values[20:100], values[21:101], strict=True)]
+    assert all(step == pytest.approx(1 / 80) for step in falling)
 
 
 def test_step_schedule_drops_at_fractions_of_the_run():
