@@ -84,6 +84,15 @@ def check_data(config: dict[str, Any]) -> None:
         "one of device|loader (device: the dataset on the training device, a GPU or the CPU; "
         "loader: a DataLoader with worker processes), e.g. data.pipeline=device",
     )
+    aug = config["data"].get("aug") or {}
+    alternate = aug.get("flip") and aug.get("flip_mode") == "alternate"
+    _require(
+        not (alternate and pipeline == "loader"),
+        "data.aug.flip_mode",
+        aug.get("flip_mode"),
+        "alternating flips need data.pipeline=device (the DataLoader pipeline flips at random); use "
+        "data.pipeline=device, or data.aug.flip_mode=random",
+    )
 
 
 def check_devices(config: dict[str, Any]) -> None:

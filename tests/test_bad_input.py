@@ -29,6 +29,10 @@ REFUSED = [
         ["model.bn_scale_trainable=false", "model.zero_init_residual=true"],
         "model.bn_scale_trainable=False is not allowed: frozen scales with model.zero_init_residual=true",
     ),
+    (
+        ["data.aug.flip=true", "data.aug.flip_mode=alternate", "data.pipeline=loader"],
+        "data.aug.flip_mode='alternate' is not allowed: alternating flips need data.pipeline=device",
+    ),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is not allowed: use a norm >= 0"),
     (
         ["scheduler.warmup_epochs=5", "trainer.max_epochs=2"],

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from seres.data.datamodule import CIFAR10DataModule
 from seres.data.gpu_augment import normalize
 from seres.data.gpu_loaders import GPUEvalLoader, GPUTrainLoader
-from seres.data.transforms import Augmentation
+from seres.data.transforms import Augmentation, build_train_transform
 from seres.model import SEResNet
 from seres.module import ClassifierModule
 
@@ -88,6 +88,42 @@ def test_order_is_a_function_of_seed_and_epoch() -> None:
     assert epoch_order(index_loader(500, 50, seed=1)) != first
     loader.set_epoch(0)
     assert epoch_order(loader) == first and epoch_order(loader) == second  # and continues from there
+
+
+def flips_by_index(loader: GPUTrainLoader, epoch: int) -> dict[int, bool]:
+    """Which images epoch `epoch` mirrored, by index: channel 2 of index_dataset's images is set to a
+    left-right ramp, so a mirrored image is one whose ramp falls."""
+    loader.images[:, 2] = torch.arange(4, dtype=torch.uint8) * 50
+    loader.set_epoch(epoch)
+    flips = {}
+    for x, y in loader:
+        ramp = to_uint8(x[:, 2, 0])
+        flips.update(zip(y.tolist(), (ramp[:, 0] > ramp[:, -1]).tolist(), strict=True))
+    return flips
+
+
+def alternating_loader(seed: int = 0, **kwargs) -> GPUTrainLoader:
+    loader = index_loader(1000, 50, seed, **kwargs)
+    loader.aug = Augmentation(flip=True, flip_mode="alternate")
+    return loader
+
+
+def test_alternating_flips_mirror_every_image_on_every_other_epoch_from_a_random_start() -> None:
+    loader = alternating_loader()
+    epochs = [flips_by_index(loader, epoch) for epoch in range(4)]
+    assert all(set(flips) == set(range(1000)) for flips in epochs)
+    assert 400 < sum(epochs[0].values()) < 600  # a fair coin per image for its start
+    for earlier, later in zip(epochs, epochs[1:], strict=False):
+        assert all(earlier[i] != later[i] for i in range(1000))
+    assert flips_by_index(alternating_loader(), 3) == epochs[3]  # a resumed run flips the same images
+    assert flips_by_index(alternating_loader(seed=1), 0) != epochs[0]
+    shards = [flips_by_index(alternating_loader(rank=rank, world_size=2), 2) for rank in (0, 1)]
+    assert shards[0].keys().isdisjoint(shards[1]) and {**shards[0], **shards[1]} == epochs[2]
+
+
+def test_alternating_flips_are_refused_by_the_per_image_pipeline() -> None:
+    with pytest.raises(ValueError, match="data.aug.flip_mode=alternate needs data.pipeline=device"):
+        build_train_transform(Augmentation(flip=True, flip_mode="alternate"), MEAN, STD)
 
 
 def test_an_iterator_never_advanced_uses_no_epoch() -> None:

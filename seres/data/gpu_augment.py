@@ -31,6 +31,9 @@ ChannelStats = Sequence[float] | Tensor
 # crop_padding_mode -> the mode of F.pad here and torchvision RandomCrop's padding_mode alike.
 PADDING_MODES = {"zeros": "constant", "reflect": "reflect"}
 
+# data.aug.flip_mode: a coin per image and epoch, or alternate epochs from a per-image start.
+FLIP_MODES = ("random", "alternate")
+
 # A grid_sample coordinate beyond the image even for bilinear's neighbours, so it samples the zero fill.
 _FAR_OUTSIDE = 4.0
 
@@ -41,6 +44,7 @@ class AugmentationLike(Protocol):
     crop_padding: int  # px of padding around the image before a same-size random crop; 0 off
     crop_padding_mode: str  # "zeros" or "reflect": what the padding holds
     flip: bool  # horizontal flip with probability 0.5
+    flip_mode: str  # "random", or "alternate": the caller passes each image's flip (``flips``)
     rotation: float  # max abs rotation in degrees
     translate: float  # max abs shift in each axis, as a fraction of the image size
     brightness: float  # ColorJitter semantics: factor uniform in [max(0, 1 - v), 1 + v]
@@ -77,6 +81,7 @@ def augment_batch(
     mean: ChannelStats | None = None,
     std: ChannelStats | None = None,
     interpolation: str = "nearest",
+    flips: Tensor | None = None,
 ) -> Tensor:
     """Randomly augment a batch on its own device; every disabled step is skipped entirely.
 
@@ -87,6 +92,8 @@ def augment_batch(
         mean, std: per-channel statistics in [0, 1] units, both or neither. Given, the result is normalised
             (and cutout zeroes in normalised space); omitted, the result stays in [0, 1].
         interpolation: ``"nearest"`` (torchvision's default) or ``"bilinear"`` for rotation/translation.
+        flips: (B,) bool, which images to mirror when ``aug.flip`` is on (e.g. ``alternating_flips``);
+            None draws a coin per image.
 
     Returns:
         (B, 3, H, W) float32; may be ``images`` itself when it is float and nothing is enabled.
@@ -95,9 +102,9 @@ def augment_batch(
         raise ValueError("pass both mean and std, or neither")
     x = images
     if aug.crop_padding > 0:
-        x = random_crop_flip(x, aug.crop_padding, aug.flip, generator, aug.crop_padding_mode)
+        x = random_crop_flip(x, aug.crop_padding, aug.flip, generator, aug.crop_padding_mode, flips)
     elif aug.flip:
-        x = random_flip(x, generator)
+        x = random_flip(x, generator, flips)
     x = to_unit_float(x)
     if aug.rotation > 0 or aug.translate > 0:
         x = random_rotate_translate(x, aug.rotation, aug.translate, generator, interpolation)
@@ -120,10 +127,12 @@ def random_crop_flip(
     flip: bool,
     generator: torch.Generator | None,
     padding_mode: str = "zeros",
+    flips: Tensor | None = None,
 ) -> Tensor:
     """Padded random crop back to (H, W) (torchvision ``RandomCrop(size, padding)``), then optional flip.
 
     ``padding_mode``: "zeros" (RandomCrop's default fill) or "reflect" (its ``padding_mode="reflect"``).
+    ``flips``: (B,) bool, the images to mirror; None draws a coin per image.
 
     Each image gets its own offsets, uniform in [0, 2 * padding] per axis. The crop and the flip are one
     gather: the flip only reverses the column indices. (B, C, H, W) of any dtype -> same shape and dtype.
@@ -134,7 +143,7 @@ def random_crop_flip(
     cols_in_crop = _arange(width, images).expand(batch, width)
     if flip:
         # Reversing the column order inside the crop flips it without a second pass over the pixels.
-        flipped = _coin_flips(batch, images, generator)[:, None]
+        flipped = (_coin_flips(batch, images, generator) if flips is None else flips)[:, None]
         cols_in_crop = torch.where(flipped, cols_in_crop.flip(1), cols_in_crop)
     cols = _random_ints(batch, 2 * padding + 1, images, generator)[:, None] + cols_in_crop
     flat_index = rows[:, :, None] * (width + 2 * padding) + cols[:, None, :]  # (B, H, W) in the padded plane
@@ -142,10 +151,22 @@ def random_crop_flip(
     return padded.flatten(2).gather(2, flat_index).view(batch, channels, height, width)
 
 
-def random_flip(images: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Mirror each image left-right with probability 0.5. (B, C, H, W) any dtype -> same."""
-    flipped = _coin_flips(images.shape[0], images, generator).view(-1, 1, 1, 1)
+def random_flip(images: Tensor, generator: torch.Generator | None, flips: Tensor | None = None) -> Tensor:
+    """Mirror each image left-right with probability 0.5 (or where ``flips``). (B, C, H, W) any dtype."""
+    if flips is None:
+        flips = _coin_flips(images.shape[0], images, generator)
+    flipped = flips.view(-1, 1, 1, 1)
     return torch.where(flipped, images.flip(3), images)
+
+
+def alternating_flips(first_flips: Tensor, indices: Tensor, epoch: int) -> Tensor:
+    """(B,) bool: image ``indices[i]`` is mirrored in ``epoch`` when its ``first_flips`` entry (the flip of
+    epoch 0, a fair coin per image of the dataset) says so on even epochs, and the opposite on odd ones.
+
+    Every image is seen both ways in any two consecutive epochs, where independent coins repeat a side half
+    the time (airbench: about 10% fewer steps to 94%).
+    """
+    return first_flips[indices] ^ bool(epoch % 2)
 
 
 def random_rotate_translate(

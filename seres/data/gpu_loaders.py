@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from seres.data.gpu_augment import AugmentationLike, ChannelStats, augment_batch, normalize
+from seres.data.gpu_augment import (
+    AugmentationLike,
+    ChannelStats,
+    alternating_flips,
+    augment_batch,
+    normalize,
+)
 
 
 class GPUTrainLoader:
@@ -24,8 +30,10 @@ class GPUTrainLoader:
     torch.Generator so that every rank draws the same one. It is truncated to a multiple of ``world_size`` and
     rank ``r`` takes every ``world_size``-th index starting at ``r``: ranks are disjoint, equally long, and
     together cover the set exactly once apart from the ``N % world_size`` indices the truncation dropped.
-    Augmentation randomness depends on ``(seed, epoch, rank)``. Every batch is full: the remainder of a
-    rank's share that makes no whole batch is left out of the epoch, as the CPU training loader drops it.
+    Augmentation randomness depends on ``(seed, epoch, rank)``; with ``aug.flip_mode="alternate"`` each
+    image's flip depends on ``(seed, epoch)`` and its index only, whichever rank draws the image. Every
+    batch is full: the remainder of a rank's share that makes no whole batch is left out of the epoch, as
+    the CPU training loader drops it.
 
     Without ``set_epoch``, each iteration uses the epoch after the previous one, starting at 0. The epoch is
     claimed on the first ``next()``, so an iterator created and never advanced (Lightning's iterability probe)
@@ -63,6 +71,9 @@ class GPUTrainLoader:
         self.samples_per_rank = len(images) // world_size
         self._next_epoch = 0
         self._aug_generator = torch.Generator(device=self.device)
+        # Epoch 0's flip of every image: alternating flips start from it (alternating_flips).
+        first_flips = torch.rand(len(images), generator=torch.Generator().manual_seed(_derive_seed(seed, -1)))
+        self.first_flips = (first_flips < 0.5).to(self.device)
         if len(self) == 0:
             raise ValueError(f"{self.samples_per_rank} samples per rank give no batch of {batch_size}")
 
@@ -88,10 +99,17 @@ class GPUTrainLoader:
         self._aug_generator.manual_seed(_derive_seed(self.seed, epoch, self.rank))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch_indices = indices[start : start + self.batch_size]
-            yield self._augmented(self.images[batch_indices]), self.labels[batch_indices]
+            flips = self._flips(batch_indices, epoch)
+            yield self._augmented(self.images[batch_indices], flips), self.labels[batch_indices]
 
-    def _augmented(self, images: Tensor) -> Tensor:
-        x = augment_batch(images, self.aug, self._aug_generator, mean=self.mean, std=self.std)
+    def _flips(self, batch_indices: Tensor, epoch: int) -> Tensor | None:
+        """The batch's flips when they alternate; None lets augment_batch draw them."""
+        if self.aug.flip and self.aug.flip_mode == "alternate":
+            return alternating_flips(self.first_flips, batch_indices, epoch)
+        return None
+
+    def _augmented(self, images: Tensor, flips: Tensor | None) -> Tensor:
+        x = augment_batch(images, self.aug, self._aug_generator, mean=self.mean, std=self.std, flips=flips)
         if self.channels_last:
             return x.contiguous(memory_format=torch.channels_last)
         return x

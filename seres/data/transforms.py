@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from seres.data.gpu_augment import PADDING_MODES
+from seres.data.gpu_augment import FLIP_MODES, PADDING_MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Augmentation:
     crop_padding_mode: what the padding holds: "zeros" (torchvision's default) or "reflect" (the image
         mirrored at its border, so a shifted image shows no black strip).
     flip: random horizontal flip with probability 0.5.
+    flip_mode: "random" (a coin for every image every epoch) or "alternate" (every image mirrored on
+        alternate epochs, from a random start of its own; the device pipeline only).
     rotation: maximum rotation in degrees (uniform in [-rotation, rotation]).
     translate: maximum shift as a fraction of the image size, both axes (0..1).
     brightness, contrast, saturation: ColorJitter strengths (factor uniform in [1-x, 1+x]).
@@ -37,6 +39,7 @@ class Augmentation:
     crop_padding: int = 0
     crop_padding_mode: str = "zeros"
     flip: bool = False
+    flip_mode: str = "random"
     rotation: float = 0.0
     translate: float = 0.0
     brightness: float = 0.0
@@ -53,6 +56,10 @@ class Augmentation:
             raise ValueError(
                 f"data.aug.crop_padding_mode must be one of {', '.join(PADDING_MODES)}, "
                 f"got {self.crop_padding_mode!r}"
+            )
+        if self.flip_mode not in FLIP_MODES:
+            raise ValueError(
+                f"data.aug.flip_mode must be one of {', '.join(FLIP_MODES)}, got {self.flip_mode!r}"
             )
         if not isinstance(self.flip, bool):
             raise ValueError(f"data.aug.flip must be true or false, got {self.flip!r}")
@@ -116,6 +123,12 @@ def build_train_transform(aug: Augmentation, mean: Sequence[float], std: Sequenc
     Order: RandomCrop -> HorizontalFlip -> Rotation -> Affine translate -> ColorJitter -> ToDtype ->
     Normalize -> Cutout, each step only when enabled in ``aug``.
     """
+    if aug.flip and aug.flip_mode != "random":
+        # A per-image transform sees neither the epoch nor the image's index, which alternation needs.
+        raise ValueError(
+            f"data.aug.flip_mode={aug.flip_mode} needs data.pipeline=device (the DataLoader pipeline flips "
+            "at random); use data.pipeline=device, or data.aug.flip_mode=random"
+        )
     steps: list[Callable[[Tensor], Tensor]] = []
     if aug.crop_padding:
         padding_mode = PADDING_MODES[aug.crop_padding_mode]
