@@ -24,6 +24,7 @@ from seres.atomic import write_json
 from seres.auto_settings import AUTO, choose_precision
 from seres.callbacks import ProgressBar, TestFigures
 from seres.checkpoints import CheckpointError
+from seres.config_checks import ConfigError
 from seres.data import CIFAR10DataModule, CIFAR10Error, build_eval_transform
 from seres.data.shift_sets import cifar10_1_files, cifar10_c_corruptions
 from seres.module import ClassifierModule
@@ -90,6 +91,9 @@ def shift_metrics(cfg: DictConfig, model: TrainedModel, module: ClassifierModule
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the model named by cfg.ckpt_path (and on the shift sets asked for); write and return metrics."""
+    shift = cfg.tta_translate
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 8:
+        raise ConfigError(f"tta_translate={shift!r} is not allowed: an integer from 0 (none) to 8 px")
     model = load_trained_model(cfg.ckpt_path)
     # Missing shift-set files are named before any work.
     if cfg.cifar10_1:
@@ -98,7 +102,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cifar10_c_corruptions(cfg.cifar10_c)
     output_dir = Path(cfg.output_dir or model.source.parent / ("eval_tta" if cfg.tta else "eval"))
     output_dir.mkdir(parents=True, exist_ok=True)
-    module = ClassifierModule(model.net, num_classes=model.net.fc.out_features, tta=cfg.tta)
+    module = ClassifierModule(
+        model.net, num_classes=model.net.fc.out_features, tta=cfg.tta, tta_translate=cfg.tta_translate
+    )
     trainer = build_trainer(cfg, model, output_dir, figures=True)
     (results,) = trainer.test(module, datamodule=build_datamodule(cfg, model), verbose=False)
     matrix, classes = read_confusion(output_dir / CONFUSION_FILE)
@@ -106,6 +112,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         "checkpoint": str(model.source),
         "tta": bool(cfg.tta),
+        "tta_translate": cfg.tta_translate if cfg.tta else 0,
         "test_acc": results["test/acc"],
         "test_loss": results["test/loss"],
         "test_images": int(matrix.sum()),
@@ -125,7 +132,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except (CheckpointError, CIFAR10Error) as error:
+    except (CheckpointError, CIFAR10Error, ConfigError) as error:
         sys.exit(f"eval.py: {error}")
 
 

@@ -70,6 +70,7 @@ def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
         scheduler=scheduler,
         label_smoothing=cfg.label_smoothing,
         tta=cfg.tta,
+        tta_translate=cfg.tta_translate,
         param_groups=OmegaConf.to_container(cfg.param_groups),
         num_classes=cfg.model.num_classes,
         config=OmegaConf.to_container(cfg, resolve=True),

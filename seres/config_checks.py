@@ -46,6 +46,8 @@ def check_optimization(config: dict[str, Any]) -> None:
     _require(decay >= 0, "optimizer.weight_decay", decay, "use a value >= 0, e.g. 5e-4")
     scale = _number(config, "param_groups.norm_bias_lr_scale")
     _require(scale > 0, "param_groups.norm_bias_lr_scale", scale, "a multiplier > 0, e.g. 1.0 (none) or 64")
+    shift = config.get("tta_translate")
+    _require(_is_int(shift) and 0 <= shift <= 8, "tta_translate", shift, "an integer from 0 (none) to 8 px")
     smoothing = _number(config, "label_smoothing")
     _require(0 <= smoothing < 1, "label_smoothing", smoothing, "use a value in [0, 1), e.g. 0.1")
     epochs = config["trainer"].get("max_epochs")

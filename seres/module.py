@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import lightning as L
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -123,9 +124,21 @@ def scale_group_lrs(optimizer: Optimizer) -> None:
             group["weight_decay"] /= scale
 
 
-def flip_averaged_logits(net: nn.Module, x: Tensor) -> Tensor:
-    """Test-time augmentation: the mean of the logits for the (N, 3, H, W) images and their mirror images."""
-    return (net(x) + net(x.flip(-1))) / 2
+def tta_logits(net: nn.Module, x: Tensor, translate: int = 0) -> Tensor:
+    """Test-time augmentation of (N, 3, H, W) images: the mean logits of each image and its mirror image.
+
+    With `translate` px, airbench's multi-crop: half the weight on that mean, half on the same mean for two
+    copies shifted by `translate` px, one up and left, one down and right (reflect-padded borders).
+    """
+    mirrored = (net(x) + net(x.flip(-1))) / 2
+    if translate == 0:
+        return mirrored
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (translate,) * 4, mode="reflect")
+    far = 2 * translate
+    shifted = (padded[..., :height, :width], padded[..., far : far + height, far : far + width])
+    translated = sum((net(view) + net(view.flip(-1))) / 2 for view in shifted) / 2
+    return (mirrored + translated) / 2
 
 
 def network_weights(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -147,7 +160,8 @@ class ClassifierModule(L.LightningModule):
     `optimizer` is called with the parameters, `scheduler` (optional) with the optimizer and the run's
     length; both come from Hydra as partials (`_partial_: true`), and evaluation needs neither. `config` is
     the run's resolved config, kept in the checkpoint so a checkpoint alone says how it was made.
-    `tta=True` evaluates (val and test) on the mean logits of each image and its horizontal mirror.
+    `tta=True` evaluates (val and test) on the mean logits of each image and its horizontal mirror, and
+    `tta_translate` > 0 adds shifted copies of both (`tta_logits`).
     `param_groups` holds `parameter_groups`' keyword arguments (how BatchNorm parameters and biases train).
     """
 
@@ -160,6 +174,7 @@ class ClassifierModule(L.LightningModule):
         num_classes: int = 10,
         config: dict[str, Any] | None = None,
         tta: bool = False,
+        tta_translate: int = 0,
         param_groups: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -180,6 +195,7 @@ class ClassifierModule(L.LightningModule):
         # Kept in checkpoints so a resumed run remembers its best validation accuracy.
         self.val_acc_best.persistent(True)
         self.tta = tta
+        self.tta_translate = tta_translate
         self.param_groups = dict(param_groups or {})
 
     def forward(self, x: Tensor) -> Tensor:
@@ -187,8 +203,9 @@ class ClassifierModule(L.LightningModule):
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
-        # Training always sees the augmented image alone; only evaluation averages over the mirror image.
-        logits = flip_averaged_logits(self.net, x) if self.tta and stage != "train" else self(x)
+        # Training always sees the augmented image alone; only evaluation averages over its views.
+        averaged = self.tta and stage != "train"
+        logits = tta_logits(self.net, x, self.tta_translate) if averaged else self(x)
         loss = self.criterion(logits, y)
         loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         # The batch mean once per image: a per-image mean even for a short last batch, without copying a

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from seres.checkpoints import CheckpointError, read_lightning_checkpoint, read_torch_file
 from seres.data import CLASSES, build_eval_transform
 from seres.model import RUNTIME_KEYS, SEResNet
-from seres.module import flip_averaged_logits, network_weights
+from seres.module import network_weights, tta_logits
 
 # What a run directory offers, in order of preference: the Lightning checkpoint carries its own config.
 RUN_WEIGHTS = ("best.ckpt", "best_model.pth")
@@ -155,10 +155,12 @@ def read_image(path: str | Path) -> Tensor:
 
 
 @torch.no_grad()
-def class_probabilities(model: TrainedModel, images: Tensor, tta: bool = False) -> Tensor:
-    """Softmax probabilities (N, 10) for uint8 images (N, 3, 32, 32)."""
+def class_probabilities(
+    model: TrainedModel, images: Tensor, tta: bool = False, tta_translate: int = 0
+) -> Tensor:
+    """Softmax probabilities (N, 10) for uint8 images (N, 3, 32, 32); TTA as in seres.module.tta_logits."""
     inputs = build_eval_transform(model.mean, model.std)(images)
-    logits = flip_averaged_logits(model.net, inputs) if tta else model.net(inputs)
+    logits = tta_logits(model.net, inputs, tta_translate) if tta else model.net(inputs)
     return logits.softmax(dim=1)
 
 
@@ -186,6 +188,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="run directory, .ckpt or best_model.pth (default: the newest run under outputs/ or multirun/)",
     )
     parser.add_argument("--tta", action="store_true", help="average over each image and its mirror image")
+    parser.add_argument(
+        "--tta-translate",
+        type=int,
+        choices=range(0, 9),
+        default=0,
+        metavar="PX",
+        help="with --tta, also average over copies shifted by PX pixels (0-8; 0: none)",
+    )
     args = parser.parse_args(argv)
     try:
         model = load_trained_model(args.model if args.model is not None else newest_run_weights())
@@ -200,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if problems:
         sys.exit("python -m seres.predict: nothing predicted:\n  " + "\n  ".join(problems))
     print(f"model: {model.source}", file=sys.stderr)
-    probabilities = class_probabilities(model, torch.stack(images), args.tta)
+    probabilities = class_probabilities(model, torch.stack(images), args.tta, args.tta_translate)
     for path, top in zip(args.images, top_classes(probabilities), strict=True):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
 

@@ -20,7 +20,7 @@ from eval import evaluate
 from seres.checkpoints import CheckpointError
 from seres.data import CLASSES, build_eval_transform, load_cifar10
 from seres.export import main as export_main
-from seres.module import ClassifierModule
+from seres.module import ClassifierModule, tta_logits
 from seres.predict import load_trained_model, newest_run_weights
 from seres.predict import main as predict_main
 
@@ -99,19 +99,48 @@ def test_eval_of_a_missing_checkpoint_names_it():
         evaluate(compose_eval("ckpt_path=/nonexistent/best.ckpt"))
 
 
-def test_tta_averages_the_logits_of_each_image_and_its_mirror():
+def test_tta_averages_the_logits_of_each_image_its_mirror_and_with_tta_translate_their_shifts():
     torch.manual_seed(0)
     net = tiny_net().eval()
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     expected = ((net(x) + net(x.flip(-1))) / 2).argmax(1)
-    plain = (net(x).argmax(1) == y).float().mean().item()
+    with torch.no_grad():
+        multi_crop_logits = tta_logits(net, x, translate=2)
+        assert not torch.allclose(multi_crop_logits, tta_logits(net, x))  # the shifted views count
+    multi_crop = multi_crop_logits.argmax(1)
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
-    for tta, accuracy in [(True, (expected == y).float().mean().item()), (False, plain)]:
-        module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1), tta=tta)
+    cases = [((True, 0), expected), ((True, 2), multi_crop), ((False, 2), net(x).argmax(1))]
+    for (tta, translate), predictions in cases:
+        module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1), tta=tta, tta_translate=translate)
         (results,) = trainer.test(module, DataLoader(TensorDataset(x, y), batch_size=8), verbose=False)
-        assert results["test/acc"] == pytest.approx(accuracy)
+        assert results["test/acc"] == pytest.approx((predictions == y).float().mean().item())
+
+
+def reflected(index: int, size: int) -> int:
+    """The source row or column that reflect padding shows at `index` (which may lie outside the image)."""
+    return -index if index < 0 else 2 * (size - 1) - index if index >= size else index
+
+
+def test_multi_crop_tta_weighs_the_unshifted_mirror_pair_half_and_each_shifted_pair_a_quarter():
+    image = torch.arange(2 * 32 * 32, dtype=torch.float32).view(1, 2, 32, 32)
+
+    def pixel_net(x: torch.Tensor) -> torch.Tensor:  # "logits": channel 0's first row, channel 1's last
+        return torch.cat((x[:, 0, 0, :], x[:, 1, -1, :]), dim=1)
+
+    def view(shift: int, mirrored: bool) -> torch.Tensor:
+        """pixel_net of the image moved so that output (r, c) shows source (r + shift, c + shift)."""
+        cols = [reflected(c + shift, 32) for c in range(32)]
+        rows = [reflected(r + shift, 32) for r in range(32)]
+        moved = image[:, :, rows][:, :, :, cols]
+        return pixel_net(moved.flip(-1) if mirrored else moved)
+
+    expected = sum(
+        weight * (view(shift, False) + view(shift, True)) / 2
+        for shift, weight in ((0, 0.5), (-3, 0.25), (3, 0.25))
+    )
+    torch.testing.assert_close(tta_logits(pixel_net, image, translate=3), expected)
 
 
 # ------------------------------------------------------------------------------------------------------
