@@ -2,12 +2,15 @@
 
     python eval.py ckpt_path=outputs/DATE/TIME/best.ckpt
     python eval.py ckpt_path=outputs/DATE/TIME/best_model.pth tta=true
+    python eval.py ckpt_path=outputs/DATE/TIME split=val tta=true tta_translate=2   # choose TTA on validation
     python eval.py ckpt_path=outputs/DATE/TIME             # the run's best.ckpt
     python eval.py ckpt_path=outputs/DATE/TIME cifar10_1=DIR cifar10_c=DIR   # and the shift test sets
 
 Writes metrics.json (test accuracy and loss, per-class accuracy), confusion.json, confusion.png and
 mistakes.png into `output_dir` (default: eval/, or eval_tta/ with tta=true, next to the checkpoint). The
 test runs through the same LightningModule as train.py's, so without TTA it reproduces the run's test_acc.
+`split=val` evaluates the run's own validation split instead (keys val_acc, val_loss, val_images; default
+directory eval_val/ or eval_val_tta/), so that evaluation settings are chosen without the test split.
 With cifar10_1 or cifar10_c, metrics.json and report.md also hold the shift sets' accuracy (seres/shift.py).
 """
 
@@ -89,40 +92,54 @@ def shift_metrics(cfg: DictConfig, model: TrainedModel, module: ClassifierModule
     return metrics
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test the model named by cfg.ckpt_path (and on the shift sets asked for); write and return metrics."""
+def check_eval_settings(cfg: DictConfig) -> None:
+    """Refuse a bad split or TTA shift before any work, naming the key and what is allowed."""
+    if cfg.split not in ("test", "val"):
+        raise ConfigError(f"split={cfg.split!r} is not allowed: test (the official test split) or val")
     shift = cfg.tta_translate
     if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 8:
         raise ConfigError(f"tta_translate={shift!r} is not allowed: an integer from 0 (none) to 8 px")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test the model named by cfg.ckpt_path (and on the shift sets asked for); write and return metrics."""
+    check_eval_settings(cfg)
     model = load_trained_model(cfg.ckpt_path)
     # Missing shift-set files are named before any work.
     if cfg.cifar10_1:
         cifar10_1_files(cfg.cifar10_1)
     if cfg.cifar10_c:
         cifar10_c_corruptions(cfg.cifar10_c)
-    output_dir = Path(cfg.output_dir or model.source.parent / ("eval_tta" if cfg.tta else "eval"))
+    split = cfg.split
+    default_dir = "eval" + ("_val" if split == "val" else "") + ("_tta" if cfg.tta else "")
+    output_dir = Path(cfg.output_dir or model.source.parent / default_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     module = ClassifierModule(
         model.net, num_classes=model.net.fc.out_features, tta=cfg.tta, tta_translate=cfg.tta_translate
     )
     trainer = build_trainer(cfg, model, output_dir, figures=True)
-    (results,) = trainer.test(module, datamodule=build_datamodule(cfg, model), verbose=False)
+    datamodule = build_datamodule(cfg, model)
+    datamodule.setup("test")
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    # The module's test step runs either split: its results are named test/* whatever the images.
+    (results,) = trainer.test(module, dataloaders=loader, verbose=False)
     matrix, classes = read_confusion(output_dir / CONFUSION_FILE)
     save_figure(confusion_figure(matrix, classes), output_dir / "confusion.png")
     metrics = {
         "checkpoint": str(model.source),
         "tta": bool(cfg.tta),
         "tta_translate": cfg.tta_translate if cfg.tta else 0,
-        "test_acc": results["test/acc"],
-        "test_loss": results["test/loss"],
-        "test_images": int(matrix.sum()),
+        "split": split,
+        f"{split}_acc": results["test/acc"],
+        f"{split}_loss": results["test/loss"],
+        f"{split}_images": int(matrix.sum()),
         "per_class_acc": {name: results[f"test/acc_{name}"] for name in classes},
     }
     metrics |= shift_metrics(cfg, model, module, output_dir)
     write_json(metrics, output_dir / "metrics.json")
     write_shift_report(metrics, output_dir)
     log.info(
-        f"test acc {100 * metrics['test_acc']:.2f}% on {metrics['test_images']:,} images"
+        f"{split} acc {100 * metrics[f'{split}_acc']:.2f}% on {metrics[f'{split}_images']:,} images"
         f"{' with TTA' if cfg.tta else ''} ({model.source}); results in {output_dir}"
     )
     return metrics

@@ -93,8 +93,10 @@ def corruption_figure(table: dict[str, Sequence[float]]) -> Figure:
 
 
 def write_shift_report(metrics: dict[str, Any], output_dir: Path) -> None:
-    """report.md: the test accuracy and the shift sets' tables; cifar10_c.png with CIFAR-10-C."""
-    lines = [f"# Evaluation of {metrics['checkpoint']}", "", f"test accuracy {percent(metrics['test_acc'])}"]
+    """report.md: the split's accuracy and the shift sets' tables; cifar10_c.png with CIFAR-10-C."""
+    split = metrics.get("split", "test")
+    accuracy = f"{split} accuracy {percent(metrics[f'{split}_acc'])}"
+    lines = [f"# Evaluation of {metrics['checkpoint']}", "", accuracy]
     (output_dir / "report.md").write_text("\n".join(lines + shift_tables(metrics)) + "\n")
     if "cifar10_c" in metrics:
         save_figure(corruption_figure(metrics["cifar10_c"]["acc"]), output_dir / "cifar10_c.png")

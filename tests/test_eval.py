@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from eval import evaluate
 from seres.checkpoints import CheckpointError
+from seres.config_checks import ConfigError
 from seres.data import CLASSES, build_eval_transform, load_cifar10
 from seres.export import main as export_main
 from seres.module import ClassifierModule, tta_logits
@@ -67,6 +68,18 @@ def test_eval_reproduces_the_runs_test_accuracy_and_writes_its_own_results(run_d
         assert Image.open(results / name).size[0] > 300
 
 
+def test_eval_on_the_validation_split_reproduces_the_runs_best_validation_accuracy(run_dir, tmp_path):
+    # The run validated 2 batches of 512 images each epoch; best.ckpt is its best epoch's.
+    out = tmp_path / "val"
+    arguments = ["limit_batches=2", "num_workers=0", "progress=false", f"output_dir={out}"]
+    run_cli("eval.py", f"ckpt_path={run_dir}/best.ckpt", "split=val", *arguments)
+    metrics = json.loads((out / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["val_images"] == 1024 and "test_acc" not in metrics
+    assert metrics["val_acc"] == pytest.approx(trained["best_val_acc"], abs=1e-6)
+    assert (out / "report.md").read_text().splitlines()[2] == f"val accuracy {100 * metrics['val_acc']:.2f}%"
+
+
 def compose_eval(*overrides: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="eval", overrides=list(overrides))
@@ -92,6 +105,15 @@ def test_eval_of_best_model_pth_with_tta_rebuilds_the_network_from_the_runs_conf
     assert not torch.allclose(flip_averaged, original_logits(run_dir, images[:512]))  # TTA changes the logits
     predictions = flip_averaged.argmax(dim=1)
     assert metrics["test_acc"] == pytest.approx((predictions == labels[:512]).float().mean().item())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("split=train", "split='train' is not allowed"), ("tta_translate=9", "tta_translate=9 is not allowed")],
+)
+def test_eval_refuses_a_bad_split_or_shift_before_any_work(override, message):
+    with pytest.raises(ConfigError, match=message):
+        evaluate(compose_eval("ckpt_path=/nonexistent/best.ckpt", override))
 
 
 def test_eval_of_a_missing_checkpoint_names_it():
