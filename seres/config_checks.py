@@ -135,6 +135,21 @@ def check_batch_norm(config: dict[str, Any]) -> None:
     )
 
 
+def check_patch_whitening(config: dict[str, Any]) -> None:
+    whitening = (config.get("callbacks") or {}).get("patch_whitening") or {}
+    if not whitening.get("enabled"):
+        return
+    width = config["model"].get("stem_width")
+    # The stem is a 3x3 convolution of 3 channels: 27 patch dimensions, each whitened with both signs.
+    _require(
+        _is_int(width) and width % 2 == 0 and width <= 54,
+        "model.stem_width",
+        width,
+        "patch whitening (callbacks.patch_whitening.enabled=true) needs an even stem width of at most 54, "
+        "e.g. model.stem_width=32",
+    )
+
+
 def check_seed(config: dict[str, Any]) -> None:
     seed = config.get("seed")
     _require(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0, e.g. seed=0")
@@ -145,5 +160,6 @@ def check_config(config: dict[str, Any]) -> None:
     check_seed(config)
     check_optimization(config)
     check_batch_norm(config)
+    check_patch_whitening(config)
     check_data(config)
     check_devices(config)

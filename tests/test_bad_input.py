@@ -33,6 +33,10 @@ REFUSED = [
         ["data.aug.flip=true", "data.aug.flip_mode=alternate", "data.pipeline=loader"],
         "data.aug.flip_mode='alternate' is not allowed: alternating flips need data.pipeline=device",
     ),
+    (
+        ["callbacks.patch_whitening.enabled=true", "model.stem_width=7"],
+        "model.stem_width=7 is not allowed: patch whitening (callbacks.patch_whitening.enabled=true) needs",
+    ),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is not allowed: use a norm >= 0"),
     (
         ["scheduler.warmup_epochs=5", "trainer.max_epochs=2"],

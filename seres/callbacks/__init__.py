@@ -8,6 +8,7 @@ from seres.callbacks.ema import EMA
 from seres.callbacks.epoch_summary import EpochSummary
 from seres.callbacks.monitor import TrainingMonitor
 from seres.callbacks.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
+from seres.callbacks.patch_whitening import PatchWhitening
 from seres.callbacks.progress import ProgressBar
 from seres.callbacks.test_figures import TestFigures
 from seres.callbacks.time_to_accuracy import TimeToAccuracy
@@ -17,6 +18,7 @@ __all__ = [
     "EMA",
     "EpochSummary",
     "NonFiniteLossError",
+    "PatchWhitening",
     "ProgressBar",
     "StopOnNonFiniteLoss",
     "TestFigures",
