@@ -6,19 +6,21 @@ saves a process start per case; tests/test_reliability.py has the same refusal f
 """
 
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import TINY, fake_data
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import train
+from seres.model import count_parameters
 
 REFUSED = [
-    (["optimizer.lr=fast"], "optimizer.lr='fast' must be a number"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is not allowed: the learning rate must be > 0"),
     (["trainer.devices=99"], "trainer.devices=99 is not allowed: this machine has"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed: an integer >= 1"),
-    (["seed=abc"], "seed='abc' is not allowed: an integer >= 0, e.g. seed=0"),
+    (["seed=-1"], "seed=-1 is not allowed: an integer >= 0, e.g. seed=0"),
     (["label_smoothing=1.5"], "label_smoothing=1.5 is not allowed: use a value in [0, 1)"),
     (
         ["param_groups.norm_bias_lr_scale=0"],
@@ -45,6 +47,19 @@ REFUSED = [
 ]
 
 
+# A value of the wrong type is refused by Hydra while it composes the config (seres/config_schema.py): its
+# compact message names the override, the value and the type, with no traceback.
+WRONG_TYPES = [
+    ("optimizer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),
+    ("tta=maybe", "Value 'maybe' is not a valid bool"),
+    ("model.layer4=perhaps", "Value 'perhaps' is not a valid bool"),
+    ("model.widths=[32,abc]", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("data.aug.cutout=1.5", "Value '1.5' of type 'float' could not be converted to Integer"),
+    ("seed=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("model.lyer4=true", "Key 'lyer4' not in 'ModelSchema'"),
+]
+
+
 def run_entry_point(arguments: list[str], monkeypatch) -> int:
     """`python train.py ARGUMENTS...` in this process; returns its exit code."""
     monkeypatch.setattr(sys, "argv", [train.__file__, *arguments])
@@ -68,3 +83,29 @@ def test_a_bad_setting_is_one_sentence_and_writes_nothing(
     assert code != 0 and message in printed.err and "Traceback" not in printed.out + printed.err
     assert printed.err.strip().count("\n") == 0, printed.err  # one line
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(("override", "message"), WRONG_TYPES, ids=[case[0] for case in WRONG_TYPES])
+def test_a_value_of_the_wrong_type_is_refused_where_the_config_is_composed(
+    override, message, fake_cifar_bin, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    arguments = [*TINY, *fake_data(fake_cifar_bin), override, f"hydra.run.dir={run_dir}"]
+    code = run_entry_point(arguments, monkeypatch)
+    printed = capsys.readouterr()
+    assert code != 0 and "Traceback" not in printed.out + printed.err
+    key = override.split("=")[0]
+    assert f"override {override}" in printed.err or f"full_key: {key}" in printed.err, printed.err
+    assert message in printed.err and not run_dir.exists()
+
+
+@pytest.mark.parametrize("spelling", ["no", "off", "false", "False"])
+def test_a_boolean_written_as_a_word_means_what_it_says(spelling):
+    cfg = compose_train(f"model.layer4={spelling}", f"tta={spelling}", "model.compile=false")
+    assert cfg.model.layer4 is False and cfg.tta is False
+    assert count_parameters(train.build_network(cfg.model)) == 1_092_650  # the paper's 3-stack baseline
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=str(Path(train.__file__).parent / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))

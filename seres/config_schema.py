@@ -1,0 +1,178 @@
+"""The types of every setting, as Hydra structured configs: a value of the wrong type is refused where the
+config is composed (train.py, eval.py, a multirun, the compose API), naming the key.
+
+Each group's YAML takes its schema as its base (`defaults: [/schema/<group>@_here_, _self_]`), so YAML and
+command-line values are converted or refused by OmegaConf: `model.layer4=no` becomes false, `tta=maybe` and
+`model.widths=[32,abc]` are refused. A schema lists its group's keys, so a misspelt key is refused too.
+Allowed values beyond the type (ranges, choices such as data.pipeline, rules between keys) are checked in one
+place, seres/config_checks.py, before a run starts; constructors still check their own arguments for callers
+from Python. Trainer, callbacks and loggers stay open mappings: their keys are Lightning's and the classes'.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelSchema:
+    _target_: str = "seres.model.SEResNet"
+    layer4: bool = False
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    blocks: list[int] = field(default_factory=lambda: [3, 3, 3, 3])
+    strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    stem_width: int = 32
+    se_reduction: int = 16
+    dropout: float = 0.0
+    num_classes: int = 10
+    zero_init_residual: bool = False
+    bn_momentum: float = 0.1
+    bn_scale_trainable: bool = True
+    channels_last: bool = True
+    compile: Any = "auto"  # auto, true or false (config_checks)
+
+
+@dataclass
+class AugmentationSchema:
+    crop_padding: int = 0
+    crop_padding_mode: str = "zeros"
+    flip: bool = False
+    flip_mode: str = "random"
+    rotation: float = 0.0
+    translate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    cutout: int = 0
+
+
+@dataclass
+class DataSchema:
+    _target_: str = "seres.data.CIFAR10DataModule"
+    aug: AugmentationSchema = field(default_factory=AugmentationSchema)
+    root: str = MISSING
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    num_workers: int = 2
+    val_size: int = 5000
+    split_seed: int = 0
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    verify: bool = True
+    pipeline: str = "device"
+    seed: int = MISSING
+    channels_last: bool = MISSING
+
+
+@dataclass
+class OptimizerSchema:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5.0e-4
+
+
+@dataclass
+class CosineScheduleSchema:
+    _target_: str = "seres.module.cosine_schedule"
+    _partial_: bool = True
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TriangularScheduleSchema:
+    _target_: str = "seres.module.triangular_schedule"
+    _partial_: bool = True
+    warmup_epochs: float = 0.0
+    start_ratio: float = 0.0
+    end_ratio: float = 0.0
+
+
+@dataclass
+class StepScheduleSchema:
+    _target_: str = "seres.module.step_schedule"
+    _partial_: bool = True
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+
+
+@dataclass
+class ParamGroupsSchema:
+    decay_norm_and_bias: bool = True
+    norm_bias_lr_scale: float = 1.0
+
+
+@dataclass
+class DDPSchema:
+    batch: str = "per_device"  # per_device or global (config_checks)
+
+
+@dataclass
+class TrainSchema:
+    """train.py's top level; the groups' own schemas type their contents."""
+
+    model: ModelSchema = MISSING
+    data: DataSchema = MISSING
+    optimizer: OptimizerSchema = MISSING
+    scheduler: Any = None
+    trainer: dict[str, Any] = MISSING
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    logger: Any = None
+    paths: dict[str, Any] = MISSING
+    seed: int = 42
+    label_smoothing: float = 0.0
+    param_groups: ParamGroupsSchema = field(default_factory=ParamGroupsSchema)
+    tta: bool = False
+    tta_translate: int = 0
+    test: bool = True
+    progress: bool = True
+    resume: bool = False
+    ddp: DDPSchema = field(default_factory=DDPSchema)
+
+
+@dataclass
+class EvalSchema:
+    """eval.py's settings (conf/eval.yaml)."""
+
+    ckpt_path: str = MISSING
+    split: str = "test"  # test or val (eval.py)
+    tta: bool = False
+    tta_translate: int = 0
+    output_dir: Optional[str] = None
+    data_root: Optional[str] = None
+    batch_size: int = 512
+    num_workers: int = 2
+    accelerator: str = "auto"
+    precision: Optional[str] = None
+    cifar10_1: Optional[str] = None
+    cifar10_c: Optional[str] = None
+    limit_batches: Optional[int] = None
+    progress: bool = True
+
+
+SCHEMAS = {
+    "train": TrainSchema,
+    "eval": EvalSchema,
+    "model": ModelSchema,
+    "data": DataSchema,
+    "data_aug": AugmentationSchema,
+    "optimizer": OptimizerSchema,
+    "scheduler_cosine": CosineScheduleSchema,
+    "scheduler_triangular": TriangularScheduleSchema,
+    "scheduler_step": StepScheduleSchema,
+}
+
+
+def register_schemas() -> None:
+    """Put every schema in Hydra's ConfigStore as schema/<name>, where the YAML files' defaults find them."""
+    store = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        store.store(group="schema", name=name, node=schema)
+
+
+register_schemas()
