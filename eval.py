@@ -21,7 +21,7 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seres.atomic import write_json
 from seres.auto_settings import AUTO, choose_precision
@@ -93,7 +93,9 @@ def shift_metrics(cfg: DictConfig, model: TrainedModel, module: ClassifierModule
 
 
 def check_eval_settings(cfg: DictConfig) -> None:
-    """Refuse a bad split or TTA shift before any work, naming the key and what is allowed."""
+    """Refuse a missing checkpoint, a bad split or TTA shift before any work, naming the key and the fix."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError("give the model to evaluate: ckpt_path=RUN_DIR (or its best.ckpt, best_model.pth)")
     if cfg.split not in ("test", "val"):
         raise ConfigError(f"split={cfg.split!r} is not allowed: test (the official test split) or val")
     shift = cfg.tta_translate

@@ -1,7 +1,8 @@
 """The types of every setting, as Hydra structured configs: a value of the wrong type is refused where the
 config is composed (train.py, eval.py, a multirun, the compose API), naming the key.
 
-Each group's YAML takes its schema as its base (`defaults: [/schema/<group>@_here_, _self_]`), so YAML and
+train.yaml and eval.yaml take their schema as their base (`defaults: [/train_schema@_here_, ...]`), which
+types every group below them; the scheduler options, whose keys differ, each take their own. YAML and
 command-line values are converted or refused by OmegaConf: `model.layer4=no` becomes false, `tta=maybe` and
 `model.widths=[32,abc]` are refused. A schema lists its group's keys, so a misspelt key is refused too.
 Allowed values beyond the type (ranges, choices such as data.pipeline, rules between keys) are checked in one
@@ -10,7 +11,7 @@ from Python. Trainer, callbacks and loggers stay open mappings: their keys are L
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -143,25 +144,21 @@ class EvalSchema:
     split: str = "test"  # test or val (eval.py)
     tta: bool = False
     tta_translate: int = 0
-    output_dir: Optional[str] = None
-    data_root: Optional[str] = None
+    output_dir: str | None = None
+    data_root: str | None = None
     batch_size: int = 512
     num_workers: int = 2
     accelerator: str = "auto"
-    precision: Optional[str] = None
-    cifar10_1: Optional[str] = None
-    cifar10_c: Optional[str] = None
-    limit_batches: Optional[int] = None
+    precision: str | None = None
+    cifar10_1: str | None = None
+    cifar10_c: str | None = None
+    limit_batches: int | None = None
     progress: bool = True
 
 
 SCHEMAS = {
     "train": TrainSchema,
     "eval": EvalSchema,
-    "model": ModelSchema,
-    "data": DataSchema,
-    "data_aug": AugmentationSchema,
-    "optimizer": OptimizerSchema,
     "scheduler_cosine": CosineScheduleSchema,
     "scheduler_triangular": TriangularScheduleSchema,
     "scheduler_step": StepScheduleSchema,
@@ -169,10 +166,13 @@ SCHEMAS = {
 
 
 def register_schemas() -> None:
-    """Put every schema in Hydra's ConfigStore as schema/<name>, where the YAML files' defaults find them."""
+    """Put every schema in Hydra's ConfigStore as <name>_schema, where the YAML files' defaults find them.
+
+    Outside any config group, so that `--help` lists only the groups a user chooses from.
+    """
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
-        store.store(group="schema", name=name, node=schema)
+        store.store(name=f"{name}_schema", node=schema)
 
 
 register_schemas()

@@ -116,6 +116,18 @@ def test_eval_refuses_a_bad_split_or_shift_before_any_work(override, message):
         evaluate(compose_eval("ckpt_path=/nonexistent/best.ckpt", override))
 
 
+def test_eval_without_a_checkpoint_says_what_to_give_and_its_help_lists_its_own_keys():
+    result = run_cli("eval.py", expect_success=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == "eval.py: give the model to evaluate: ckpt_path=RUN_DIR (or its best.ckpt, best_model.pth)"
+    )
+    shown = run_cli("eval.py", "--help").stdout
+    assert "ckpt_path: ???" in shown and "tta_translate: 0" in shown
+    assert "experiment:" not in shown and "trainer:" not in shown  # train.py's groups are not eval's
+
+
 def test_eval_of_a_missing_checkpoint_names_it():
     with pytest.raises(CheckpointError, match="/nonexistent/best.ckpt does not exist"):
         evaluate(compose_eval("ckpt_path=/nonexistent/best.ckpt"))
