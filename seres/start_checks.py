@@ -21,7 +21,7 @@ from seres.auto_settings import resolve_auto
 from seres.callbacks import NonFiniteLossError
 from seres.checkpoints import CheckpointError
 from seres.config_checks import ConfigError, check_config
-from seres.data import CIFAR10Error, find_cifar10
+from seres.data import CIFAR10Error, find_cifar10, require_room_for_cifar10
 from seres.interrupts import RunInterrupted
 from seres.resume import require_same_settings
 from seres.slurm import check_slurm_tasks
@@ -61,8 +61,9 @@ def check_start(cfg: DictConfig, run_dir: Path) -> None:
     require_trackers(settings)
     check_slurm_tasks()
     resolve_auto(cfg)  # as train.py will, so that a resume compares the settings the run used
-    # Files that are there but damaged; missing ones are fetched later by the DataModule.
-    find_cifar10(cfg.data.root, verify=cfg.data.verify)
+    # Files that are there but damaged; missing ones are fetched later by the DataModule, if they can be.
+    if find_cifar10(cfg.data.root, verify=cfg.data.verify) is None:
+        require_room_for_cifar10(cfg.data.root)
     last = run_dir / "last.ckpt"
     if not cfg.resume:
         require_unused(run_dir)

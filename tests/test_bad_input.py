@@ -39,6 +39,10 @@ REFUSED = [
         ["callbacks.patch_whitening.enabled=true", "model.stem_width=7"],
         "model.stem_width=7 is not allowed: patch whitening (callbacks.patch_whitening.enabled=true) needs",
     ),
+    (
+        ["data.root=/dev/null/cifar"],
+        "data.root=/dev/null/cifar cannot hold CIFAR-10 (/dev/null is not a directory)",
+    ),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is not allowed: use a norm >= 0"),
     (
         ["scheduler.warmup_epochs=5", "trainer.max_epochs=2"],

@@ -18,7 +18,7 @@ Everything downstream works on uint8 tensors of shape (N, 3, 32, 32), so both pi
 """
 
 from seres.data.datamodule import CIFAR10DataModule
-from seres.data.files import CLASSES, CIFAR10Error, find_cifar10, load_cifar10
+from seres.data.files import CLASSES, CIFAR10Error, find_cifar10, load_cifar10, require_room_for_cifar10
 from seres.data.gpu_loaders import GPUEvalLoader, GPUTrainLoader
 from seres.data.sources import ensure_cifar10
 from seres.data.split import stratified_split
@@ -35,6 +35,7 @@ __all__ = [
     "build_train_transform",
     "ensure_cifar10",
     "find_cifar10",
+    "require_room_for_cifar10",
     "load_cifar10",
     "stratified_split",
 ]

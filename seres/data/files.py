@@ -8,6 +8,7 @@ is read into uint8 tensors of shape (N, 3, 32, 32) so the CPU and GPU input pipe
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -150,6 +151,24 @@ def find_cifar10(root: str | Path, verify: bool = True) -> Path | None:
             check(directory, verify)
             return directory
     return None
+
+
+def require_room_for_cifar10(root: str | Path) -> None:
+    """Raise CIFAR10Error when ``root`` could not hold CIFAR-10 fetched there: a file is in its path, or its
+    nearest existing directory cannot be written. Where the data is already present, nothing is written."""
+    existing = Path(root).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK):
+        problem = f"{existing} cannot be written"
+    else:
+        return
+    raise CIFAR10Error(
+        f"data.root={root} cannot hold CIFAR-10 ({problem}); give a directory that holds it or can be "
+        "created, e.g. data.root=data"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
