@@ -1,7 +1,8 @@
 """Start-up checks of a run's settings: a bad value stops the run before any work, naming key and fix.
 
-Takes the resolved config as a plain dict (no Hydra needed). Unknown group options (e.g. scheduler=linear)
-are refused by Hydra itself with the list of choices; unknown augmentation keys by seres.data.Augmentation.
+Takes the resolved config as a plain dict (no Hydra needed). What these checks leave to Hydra: unknown
+group options (e.g. scheduler=linear), values of the wrong type and unknown keys (seres/config_schema.py).
+Here: ranges, choices among names, and rules between keys.
 """
 
 import os
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 
 from seres.data.datamodule import PIPELINES
+from seres.data.gpu_augment import FLIP_MODES, PADDING_MODES
 
 CIFAR10_TRAIN_IMAGES = 50_000
 
@@ -18,10 +20,15 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the key, the value and what is allowed."""
 
 
-def _number(config: dict[str, Any], key: str) -> float:
+def _value(config: dict[str, Any], key: str) -> Any:
     node: Any = config
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _number(config: dict[str, Any], key: str) -> float:
+    node = _value(config, key)
     if isinstance(node, bool) or not isinstance(node, int | float):
         raise ConfigError(f"{key}={node!r} must be a number")
     return float(node)
@@ -120,6 +127,22 @@ def check_devices(config: dict[str, Any]) -> None:
     )
 
 
+# Keys whose values are names from a fixed list (their schema types them as strings).
+CHOICES = {
+    "data.aug.crop_padding_mode": tuple(PADDING_MODES),
+    "data.aug.flip_mode": FLIP_MODES,
+    "ddp.batch": ("per_device", "global"),
+    "model.compile": ("auto", True, False),
+}
+
+
+def check_choices(config: dict[str, Any]) -> None:
+    for key, allowed in CHOICES.items():
+        value = _value(config, key)
+        names = "|".join(str(choice).lower() for choice in allowed)
+        _require(value in allowed, key, value, f"one of {names}, e.g. {key}={str(allowed[0]).lower()}")
+
+
 def check_batch_norm(config: dict[str, Any]) -> None:
     momentum = _number(config, "model.bn_momentum")
     _require(
@@ -159,6 +182,7 @@ def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError for the first setting that cannot work."""
     check_seed(config)
     check_optimization(config)
+    check_choices(config)
     check_batch_norm(config)
     check_patch_whitening(config)
     check_data(config)

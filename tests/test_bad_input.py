@@ -43,6 +43,16 @@ REFUSED = [
         ["data.root=/dev/null/cifar"],
         "data.root=/dev/null/cifar cannot hold CIFAR-10 (/dev/null is not a directory)",
     ),
+    (
+        ["data.aug.crop_padding_mode=edge"],
+        "data.aug.crop_padding_mode='edge' is not allowed: one of zeros|reflect",
+    ),
+    (
+        ["data.aug.flip_mode=sometimes"],
+        "data.aug.flip_mode='sometimes' is not allowed: one of random|alternate",
+    ),
+    (["ddp.batch=local"], "ddp.batch='local' is not allowed: one of per_device|global"),
+    (["model.compile=maybe"], "model.compile='maybe' is not allowed: one of auto|true|false"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is not allowed: use a norm >= 0"),
     (
         ["scheduler.warmup_epochs=5", "trainer.max_epochs=2"],
