@@ -12,6 +12,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from seres.slurm import gpus_per_node
+
 RUN_SUFFIX = secrets.token_hex(3)  # 16.7 million values: a clash needs the same second and this draw
 
 
@@ -27,5 +29,7 @@ def tracker_run_name() -> str | None:
 
 
 def register_resolvers() -> None:
+    """Every resolver conf/ uses: run directory suffixes, trackers' run names, SLURM's GPUs per node."""
     OmegaConf.register_new_resolver("run_suffix", lambda: RUN_SUFFIX, replace=True)
     OmegaConf.register_new_resolver("tracker_run_name", tracker_run_name, replace=True)
+    OmegaConf.register_new_resolver("slurm_gpus_per_node", gpus_per_node, replace=True)

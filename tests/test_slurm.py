@@ -15,8 +15,8 @@ from seres.sweep import read_metrics
 
 pytestmark = pytest.mark.slow  # real daemons and real runs
 
-# The node has no GPUs: the launcher's one-GPU-per-task request is dropped for these CPU jobs.
-CPU_SWEEP = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu"]
+# The node has no GPUs: a CPU job asks for none (the launcher's gpus_per_node follows trainer.accelerator).
+CPU_SWEEP = ["hydra/launcher=slurm", "trainer.accelerator=cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,19 @@ def test_a_slurm_sweep_runs_each_job_as_a_two_task_ddp_job_and_a_rerun_submits_n
     rerun = run_command(command, env=slurm)
     assert (rerun.stdout + rerun.stderr).count("already completed, not submitting it") == 2
     assert sorted(p.name for p in (sweep / ".submitit").glob("*_*") if p.is_dir()) == submitted, "submitted"
+
+
+def test_jobs_that_slurm_refuses_end_the_sweep_with_sbatchs_reason_and_the_keys_to_check(
+    slurm, fake_cifar_bin, tmp_path
+):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "train.py", "-m", *CPU_SWEEP, *small_run(fake_cifar_bin)]
+    command += ["hydra.launcher.gpus_per_node=1", "optimizer.lr=0.05,0.1", f"hydra.sweep.dir={sweep}"]
+    refused = run_command(command, env=slurm, expect_ok=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    (line,) = [line for line in refused.stderr.splitlines() if "SLURM refused the sweep's jobs" in line]
+    assert "Invalid generic resource" in line and "gpus_per_node" in line, refused.stderr
+    assert not list(sweep.glob("*/metrics.json"))
 
 
 def job_id(env: dict[str, str]) -> str | None:

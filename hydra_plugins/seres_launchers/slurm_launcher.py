@@ -35,10 +35,25 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             log.info(f"submitting {len(pending)} of {len(numbered)} jobs, sweep dir {self.sweep_dir}")
             # map_array takes one sequence per argument of __call__: transpose the jobs' argument tuples.
             arguments = list(zip(*(self.job_arguments(*job) for job in pending), strict=True))
-            jobs = self.executor().map_array(self, *arguments)
+            jobs = self.submit(arguments)
             for (number, _), job in zip(pending, jobs, strict=True):
                 results[number] = job.results()[0]  # the job's first task (global rank 0) returns the run
         return [results[number] for number, _ in numbered]
+
+    def submit(self, arguments: list[tuple[Any, ...]]) -> list[Any]:
+        """The pending jobs as one job array; sbatch's refusal ends the sweep with its reason in one line."""
+        from submitit.core.utils import FailedJobError
+
+        try:
+            return self.executor().map_array(self, *arguments)
+        except FailedJobError as error:
+            reasons = [line for line in str(error).splitlines() if "error" in line.lower()] or [str(error)]
+            log.error(
+                f"SLURM refused the sweep's jobs ({'; '.join(reasons)}); nothing was submitted. Check the "
+                "launcher's settings: hydra.launcher.partition, gpus_per_node (none for trainer.accelerator="
+                "cpu), cpus_per_task, mem_gb, timeout_min (conf/hydra/launcher/slurm.yaml)"
+            )
+            raise SystemExit(1) from None
 
     @property
     def sweep_dir(self) -> Path:
