@@ -11,14 +11,27 @@ import os
 from typing import Any
 
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, open_dict, read_write
 
 from seres.config_checks import ConfigError
+from seres.sweep import first_task
 
 
 def gpus_per_node(accelerator: str, devices: Any) -> Any:
     """hydra.launcher.gpus_per_node: `devices` GPUs for a job that trains on GPUs, none for a CPU job, which
     sbatch would refuse on nodes without GPUs ("Invalid generic resource (gres) specification")."""
     return None if str(accelerator) == "cpu" else devices
+
+
+def leave_run_files_to_the_first_task(config: DictConfig) -> None:
+    """In a later task of a multi-task SLURM job, write no .hydra/ and log to <job name>_slurm_task_N.log, as
+    Lightning's own DDP launcher has its ranks do: the run directory's train.log and .hydra/ are the first
+    task's alone, not interleaved lines of every task. `config` is Hydra's, before it makes the directory."""
+    if first_task():
+        return
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = None
+        config.hydra.job.name = f"{config.hydra.job.name}_slurm_task_{os.environ['SLURM_PROCID']}"
 
 
 def slurm_plugins() -> list[SLURMEnvironment]:

@@ -24,7 +24,7 @@ from seres.config_checks import ConfigError, check_config
 from seres.data import CIFAR10Error, find_cifar10, require_room_for_cifar10
 from seres.interrupts import RunInterrupted
 from seres.resume import require_same_settings
-from seres.slurm import check_slurm_tasks
+from seres.slurm import check_slurm_tasks, leave_run_files_to_the_first_task
 from seres.trackers import require_trackers
 
 # What a run leaves that another run must not replace.
@@ -80,6 +80,7 @@ class StartChecks(Callback):
     """Hydra callback: refuse a run that cannot start, before Hydra writes anything of it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        leave_run_files_to_the_first_task(config)
         try:
             check_start(task_config(config, Path(config.hydra.run.dir)), Path(config.hydra.run.dir))
         except USER_ERRORS as error:

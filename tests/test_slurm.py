@@ -128,6 +128,9 @@ def test_srun_with_tasks_per_node_makes_one_ddp_run_and_ntasks_gets_the_fix(slur
     run_command(["srun", "--ntasks-per-node=2", *train, f"hydra.run.dir={run_dir}"], env=slurm)
     assert read_metrics(run_dir)["world_size"] == 2 and read_metrics(run_dir)["status"] == "completed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # The first task writes the run's log and .hydra/; the second logs to a file of its own.
+    assert "GLOBAL_RANK: 1" not in (run_dir / "train.log").read_text()
+    assert "GLOBAL_RANK: 1" in (run_dir / "train_slurm_task_1.log").read_text()
 
     refused_command = ["srun", "-n2", *train, f"hydra.run.dir={tmp_path / 'refused'}"]
     refused = run_command(refused_command, expect_ok=False, env=slurm)
