@@ -1,6 +1,7 @@
 """A markdown table of finished runs, made from the runs' own files, so that no row can disagree with its run.
 
     python -m seres.runs_table docs/results/cpu-fast-screen/*/
+    python -m seres.runs_table --eval RUN_DIR/eval_val*/     # eval.py's results: one row per evaluation
 
 One row a run directory: its path as given, the overrides it was given (those common to every row are
 printed once, above the table), the global batch size and peak learning rate it recorded, optimizer steps,
@@ -88,12 +89,34 @@ def runs_table(run_dirs: Sequence[Path]) -> list[str]:
     return [f"Overrides of every run: {shared}", "", *markdown_table(HEADER, rows)]
 
 
+EVAL_HEADER = ["evaluation", "checkpoint", "split", "tta", "tta_translate", "images", "accuracy"]
+
+
+def eval_row(eval_dir: Path) -> list[str]:
+    """One eval.py result (its metrics.json) as a row: what was evaluated, how, and the accuracy."""
+    metrics = read_run(eval_dir)
+    split = metrics.get("split", "test")
+    return [
+        metrics["name"],
+        metrics["checkpoint"],
+        split,
+        str(metrics["tta"]).lower(),
+        str(metrics.get("tta_translate", 0)),
+        _count(metrics[f"{split}_images"]),
+        percent(metrics[f"{split}_acc"]),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seres.runs_table", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="directories of finished runs")
+    parser.add_argument("--eval", action="store_true", help="the directories are eval.py's output_dirs")
     args = parser.parse_args(argv)
     try:
-        print("\n".join(runs_table(args.run_dirs)))
+        if args.eval:
+            print("\n".join(markdown_table(EVAL_HEADER, [eval_row(path) for path in args.run_dirs])))
+        else:
+            print("\n".join(runs_table(args.run_dirs)))
     except ReportError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2

@@ -52,3 +52,27 @@ def test_a_directory_without_metrics_is_named_in_one_line(tmp_path):
     assert result.returncode == 2
     expected = f"Error: {tmp_path} has no metrics.json: give the directory of a finished run"
     assert result.stderr.strip() == expected
+
+
+def test_an_evaluation_row_says_what_eval_py_wrote(run_dir, tmp_path):
+    out = tmp_path / "eval_val_tta1"
+    settings = [
+        "split=val",
+        "tta=true",
+        "tta_translate=1",
+        "limit_batches=1",
+        "num_workers=0",
+        "progress=false",
+    ]
+    run_cli("eval.py", f"ckpt_path={run_dir}/best.ckpt", *settings, f"output_dir={out}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    (row,) = table_rows(run_cli("-m", "seres.runs_table", "--eval", str(out)).stdout)
+    assert row == [
+        str(out),
+        f"{run_dir}/best.ckpt",
+        "val",
+        "true",
+        "1",
+        "512",
+        f"{100 * metrics['val_acc']:.2f}%",
+    ]
