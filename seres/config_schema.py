@@ -10,11 +10,13 @@ place, seres/config_checks.py, before a run starts; constructors still check the
 from Python. Trainer, callbacks and loggers stay open mappings: their keys are Lightning's and the classes'.
 """
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from seres.data.transforms import Augmentation
 
 
 @dataclass
@@ -35,18 +37,13 @@ class ModelSchema:
     compile: Any = "auto"  # auto, true or false (config_checks)
 
 
-@dataclass
-class AugmentationSchema:
-    crop_padding: int = 0
-    crop_padding_mode: str = "zeros"
-    flip: bool = False
-    flip_mode: str = "random"
-    rotation: float = 0.0
-    translate: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    cutout: int = 0
+# data.aug's keys are Augmentation's fields, typed as there (a mutable copy: a frozen dataclass would make
+# the config node read-only).
+_AUGMENTATION_TYPES = get_type_hints(Augmentation)
+AugmentationSchema = make_dataclass(
+    "AugmentationSchema",
+    [(f.name, _AUGMENTATION_TYPES[f.name], field(default=f.default)) for f in fields(Augmentation)],
+)
 
 
 @dataclass
