@@ -27,7 +27,7 @@ from seres.atomic import write_json
 from seres.auto_settings import AUTO, choose_precision
 from seres.callbacks import ProgressBar, TestFigures
 from seres.checkpoints import CheckpointError
-from seres.config_checks import ConfigError
+from seres.config_checks import ConfigError, check_tta_translate
 from seres.data import CIFAR10DataModule, CIFAR10Error, build_eval_transform
 from seres.data.shift_sets import cifar10_1_files, cifar10_c_corruptions
 from seres.module import ClassifierModule
@@ -98,9 +98,7 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise ConfigError("give the model to evaluate: ckpt_path=RUN_DIR (or its best.ckpt, best_model.pth)")
     if cfg.split not in ("test", "val"):
         raise ConfigError(f"split={cfg.split!r} is not allowed: test (the official test split) or val")
-    shift = cfg.tta_translate
-    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 8:
-        raise ConfigError(f"tta_translate={shift!r} is not allowed: an integer from 0 (none) to 8 px")
+    check_tta_translate(cfg.tta_translate)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

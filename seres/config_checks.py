@@ -43,6 +43,11 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
 
+def check_tta_translate(shift: Any) -> None:
+    """The multi-crop shift of train.py's and eval.py's test-time augmentation."""
+    _require(_is_int(shift) and 0 <= shift <= 8, "tta_translate", shift, "an integer from 0 (none) to 8 px")
+
+
 def check_optimization(config: dict[str, Any]) -> None:
     lr = _number(config, "optimizer.lr")
     _require(lr > 0, "optimizer.lr", lr, "the learning rate must be > 0, e.g. optimizer.lr=0.1")
@@ -53,8 +58,7 @@ def check_optimization(config: dict[str, Any]) -> None:
     _require(decay >= 0, "optimizer.weight_decay", decay, "use a value >= 0, e.g. 5e-4")
     scale = _number(config, "param_groups.norm_bias_lr_scale")
     _require(scale > 0, "param_groups.norm_bias_lr_scale", scale, "a multiplier > 0, e.g. 1.0 (none) or 64")
-    shift = config.get("tta_translate")
-    _require(_is_int(shift) and 0 <= shift <= 8, "tta_translate", shift, "an integer from 0 (none) to 8 px")
+    check_tta_translate(config.get("tta_translate"))
     smoothing = _number(config, "label_smoothing")
     _require(0 <= smoothing < 1, "label_smoothing", smoothing, "use a value in [0, 1), e.g. 0.1")
     epochs = config["trainer"].get("max_epochs")
