@@ -23,7 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from seres.atomic import atomic_save, write_json
@@ -40,7 +40,7 @@ from seres.run_names import register_resolvers
 from seres.slurm import slurm_plugins
 from seres.start_checks import USER_ERRORS, exit_with
 from seres.sweep import run_job
-from seres.trackers import attach_run_files
+from seres.trackers import KeepTrackerRuns, attach_run_files, continued_run, holds_params
 
 register_resolvers()  # the default run directory's name (conf/hydra/default.yaml), trackers' run names
 
@@ -81,8 +81,14 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer of `cfg`; `auto` settings become this machine's choices, in `cfg` too (logged)."""
     for reason in resolve_auto(cfg):
         log.info(reason)
+    run_dir = Path(cfg.paths.output_dir)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
-    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
+    # A resumed run continues its MLflow and W&B runs, whose ids KeepTrackerRuns keeps in the run directory.
+    loggers = [
+        instantiate(c, **continued_run(c, run_dir, cfg.resume)) for c in cfg.get("logger", {}).values() if c
+    ]
+    if any(isinstance(logger, MLFlowLogger | WandbLogger) for logger in loggers):
+        callbacks.append(KeepTrackerRuns(run_dir))
     # The configured plugins (conf/trainer), and under SLURM Lightning's SLURM environment without its own
     # requeueing (seres/slurm.py).
     plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + slurm_plugins()
@@ -136,7 +142,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
         # Only TensorBoard's hparams tab pairs a config with metrics; other loggers take the config alone.
         if final and isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(config, metrics=final)
-        else:
+        elif not holds_params(logger):
             logger.log_hyperparams(config)
         logger.save()
 

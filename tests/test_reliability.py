@@ -1,7 +1,6 @@
 """Runs that survive interruption, refuse bad input clearly, and are reproducible (real processes)."""
 
 import json
-import os
 import shlex
 import shutil
 import signal
@@ -12,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL, TRAIN, fake_data, real_cifar_root, run_command, run_train, write_fake_cifar10
+from conftest import TINY_MODEL, fake_data, real_cifar_root, run_command, run_train, write_fake_cifar10
 from hydra import compose, initialize_config_dir
+from interrupting import SLOW_STEPS, interrupt_in_epoch_2
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from train import train
@@ -62,39 +62,12 @@ def uninterrupted(data_root, tmp_path_factory) -> Path:
     return run_dir
 
 
-def default_sigint() -> None:
-    # A suite started in the background (`make test &`, nohup) passes on an ignored SIGINT; a terminal's
-    # Ctrl-C reaches a run that has the default handler, as here.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def interrupt_in_epoch_2(overrides: list[str], run_dir: Path, signum: int) -> subprocess.CompletedProcess:
-    """Start the run slowed to 0.1 s a step, send `signum` about four steps into its second epoch."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    process = subprocess.Popen(
-        [*TRAIN, *overrides],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_sigint,
-    )
-    deadline = time.monotonic() + 120
-    while not (run_dir / "last.ckpt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.4)
-    process.send_signal(signum)
-    stdout, stderr = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_run_stopped_mid_epoch_then_resumed_equals_an_uninterrupted_run(
     signum, uninterrupted, data_root, tmp_path
 ):
     stopped = tmp_path / "stopped"
-    overrides = [*deterministic_run(data_root), "+callbacks.slow._target_=recording.SlowSteps"]
+    overrides = [*deterministic_run(data_root), SLOW_STEPS]
     interrupted = interrupt_in_epoch_2([*overrides, f"hydra.run.dir={stopped}"], stopped, signum)
     assert interrupted.returncode != 0
     assert torch.load(stopped / "last.ckpt", weights_only=False)["epoch"] == 0, "not stopped during epoch 2"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,7 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, fake_data, free_port, run_command
+from conftest import REPO, TINY, TRAIN, fake_data, free_port, run_command
+from interrupting import SLOW_STEPS, interrupt_in_epoch_2
 from mlflow import MlflowClient
 from wandb_records import records, summary
 
@@ -164,7 +166,7 @@ def test_a_tensorboard_server_shows_our_scalars_hparams_of_the_sweep_and_the_con
         stop(server)
 
 
-def test_a_run_logs_to_a_real_mlflow_server(runs, tmp_path):
+def test_a_stopped_then_resumed_run_continues_its_runs_on_a_real_mlflow_server_and_in_wandb(runs, tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
@@ -174,14 +176,30 @@ def test_a_run_logs_to_a_real_mlflow_server(runs, tmp_path):
     try:
         wait_until(lambda: urllib.request.urlopen(f"{uri}/health", timeout=5).status == 200, "mlflow", server)
         run_dir = tmp_path / "run"
-        command = tracked(runs["data"], uri, "logger=mlflow", f"hydra.run.dir={run_dir}")
-        run_command(command, cwd=tmp_path)
+        # 3 epochs, stopped in the second, then resumed: both halves belong to one MLflow run and one W&B run.
+        three_epochs = ["trainer.max_epochs=3", SLOW_STEPS, f"hydra.run.dir={run_dir}"]
+        _, _, *overrides = tracked(runs["data"], uri, *three_epochs)
+        env = without_wandb_settings()
+        stopped = interrupt_in_epoch_2(overrides, run_dir, signal.SIGTERM, cwd=tmp_path, env=env)
+        assert "stopped by SIGTERM during epoch 2 of 3" in stopped.stderr, stopped.stderr[-3000:]
+        run_command([*TRAIN, *overrides, "resume=true"], cwd=tmp_path, env=env)
+        # W&B (offline): each process wrote its own record of the same run id, which `wandb sync` joins.
+        wandb_id = json.loads((run_dir / "tracker_runs.json").read_text())["WandbLogger"]
+        halves = sorted((run_dir / "wandb").glob("offline-run-*"))
+        assert [path.name.rsplit("-", 1)[1] for path in halves] == [wandb_id, wandb_id]
         client = MlflowClient(uri)
         (run,) = client.search_runs([client.get_experiment_by_name("seres").experiment_id])
+        assert run.info.status == "FINISHED"
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
+        assert len(epochs) == 3 and epochs == sorted(set(epochs)), epochs  # each epoch once, in order
         assert run.data.metrics["test/acc"] == pytest.approx(read_metrics(run_dir)["test_acc"])
         assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ATTACHED
         # The server keeps the files: they are in its artefact store, not only in the run directory.
         assert len(list((tmp_path / "artifacts").rglob("best_model.pth"))) == 1
+        # Resumed once more after it completed: still one run, whose params (unchangeable in MLflow) stay.
+        run_command([*TRAIN, *overrides, "resume=true"], cwd=tmp_path, env=env)
+        (again,) = client.search_runs([client.get_experiment_by_name("seres").experiment_id])
+        assert again.info.run_id == run.info.run_id and again.data.params == run.data.params
     finally:
         stop(server)
 
