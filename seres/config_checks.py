@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
+from seres.data.batch_augment import FLIP_MODES, PADDING_MODES
 from seres.data.datamodule import PIPELINES
-from seres.data.gpu_augment import FLIP_MODES, PADDING_MODES
 
 CIFAR10_TRAIN_IMAGES = 50_000
 

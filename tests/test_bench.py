@@ -318,7 +318,7 @@ def test_cpu_full_times_the_tensor_pipeline_and_a_dataloader_with_each_worker_co
         assert over_training == f"{path['images_per_s'] / training:.1f}"
     best = max(paths.values(), key=lambda path: path["images_per_s"])
     assert f"fastest data path: {best['path']}" in output
-    assert paths["tensor"]["path"].startswith("tensor pipeline (GPUTrainLoader)")
+    assert paths["tensor"]["path"].startswith("tensor pipeline (DeviceTrainLoader)")
     assert "DataLoader, 1 worker " in output and "DataLoader, 2 workers " in output
 
 

@@ -89,8 +89,8 @@ def test_set_epoch_makes_order_and_augmentation_a_function_of_seed_and_epoch(fak
 
 def test_gpu_pipeline_replaces_only_the_train_loader(fake_cifar_bin: Path, monkeypatch) -> None:
     module = make_module(fake_cifar_bin, pipeline="device")
-    monkeypatch.setattr(module, "_gpu_train_loader", lambda: "gpu loader")
-    assert module.train_dataloader() == "gpu loader"
+    monkeypatch.setattr(module, "_device_train_loader", lambda: "device loader")
+    assert module.train_dataloader() == "device loader"
     cpu_module = make_module(fake_cifar_bin)
     assert torch.equal(next(iter(module.val_dataloader()))[0], next(iter(cpu_module.val_dataloader()))[0])
 

@@ -12,7 +12,7 @@ from conftest import TINY, fake_data, run_train, tiny_net
 from seres.callbacks import PatchWhitening
 from seres.callbacks.patch_whitening import first_convolution, patch_covariance, whitening_filters
 from seres.data import CIFAR10DataModule
-from seres.data.gpu_augment import normalize
+from seres.data.batch_augment import normalize
 from seres.module import ClassifierModule
 
 

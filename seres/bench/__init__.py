@@ -1,13 +1,13 @@
 """Training throughput, measured four ways in one process on one device and one network.
 
-1. the project's Lightning loop: a real Trainer with ClassifierModule and the GPU pipeline (GPUTrainLoader),
-   gradient clipping as the project's trainer config sets it, no validation, checkpoint, logger or progress
-   bar (lightning_loop.py);
+1. the project's Lightning loop: a real Trainer with ClassifierModule and the device pipeline
+   (DeviceTrainLoader), gradient clipping as the project's trainer config sets it, no validation, checkpoint,
+   logger or progress bar (lightning_loop.py);
 2. a plain PyTorch loop over the same network, precision, memory layout, compile setting and loader: the
    reference that (1) is held to (plain_loop.py);
 3. the seed's pipeline: a DataLoader over PIL images with torchvision's augmentations, fp32, the seed
    recipe's batch size (seed_loop.py);
-4. the data pipeline alone: GPUTrainLoader epochs with the seed augmentations, nothing trained (images.py).
+4. the data pipeline alone: DeviceTrainLoader epochs with the seed augmentations, nothing trained (images.py).
 
     python -m seres.bench                        # a GPU: layer4, batch 1024, bf16, channels_last, compiled
     python -m seres.bench --quick --device cpu   # smoke sizes (tiny network, a few steps), as CI runs it

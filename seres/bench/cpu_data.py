@@ -47,7 +47,7 @@ def time_data_path(loader: Iterable, batches_per_epoch: int, settings: Settings)
 
 
 def time_data_paths(images: Tensor, labels: Tensor, settings: Settings, on_path: PathCallback) -> None:
-    """The tensor pipeline (GPUTrainLoader on the CPU) and a DataLoader with each of DATA_WORKERS workers.
+    """The tensor pipeline (DeviceTrainLoader on the CPU) and a DataLoader with each of DATA_WORKERS workers.
 
     All use the project recipe's augmentation and batch, NCHW; `on_path(key, result)` as each one ends.
     """
@@ -56,7 +56,7 @@ def time_data_paths(images: Tensor, labels: Tensor, settings: Settings, on_path:
     on_path(
         "tensor",
         {
-            "path": "tensor pipeline (GPUTrainLoader), main process",
+            "path": "tensor pipeline (DeviceTrainLoader), main process",
             **time_data_path(tensor, len(tensor), nchw),
         },
     )

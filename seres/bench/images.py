@@ -1,4 +1,4 @@
-"""The images every section trains on, the GPU pipeline that serves them, and (4): that pipeline alone."""
+"""The images every section trains on, the device pipeline that serves them, and (4): that pipeline alone."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import Tensor
 from seres.bench.recipe import Recipe
 from seres.bench.settings import Settings
 from seres.bench.timing import time_steps
-from seres.data import GPUTrainLoader, load_cifar10, stratified_split
+from seres.data import DeviceTrainLoader, load_cifar10, stratified_split
 
 
 def load_images(settings: Settings) -> tuple[Tensor, Tensor, str]:
@@ -33,14 +33,14 @@ def load_images(settings: Settings) -> tuple[Tensor, Tensor, str]:
 
 def gpu_loader(
     images: Tensor, labels: Tensor, settings: Settings, recipe: Recipe | None = None
-) -> GPUTrainLoader:
-    """The GPU pipeline over `images` with `recipe`'s augmentations and normalisation (default: the seed's).
+) -> DeviceTrainLoader:
+    """The device pipeline over `images` with `recipe`'s augmentations and normalisation (default: seed's).
 
     It runs on the settings' device, a CPU included: there it is the batched tensor pipeline in the main
     process.
     """
     recipe = recipe or settings.seed
-    return GPUTrainLoader(
+    return DeviceTrainLoader(
         images,
         labels,
         batch_size=settings.batch_size,
@@ -53,7 +53,7 @@ def gpu_loader(
     )
 
 
-def data_pipeline(loader: GPUTrainLoader, settings: Settings) -> dict[str, Any]:
+def data_pipeline(loader: DeviceTrainLoader, settings: Settings) -> dict[str, Any]:
     """(4): one warm-up epoch, then `data_epochs` timed epochs; each batch is made and dropped."""
     epoch = len(loader)
     return time_steps(

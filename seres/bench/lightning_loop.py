@@ -1,4 +1,4 @@
-"""(1): the project's Lightning loop: a real Trainer fits ClassifierModule on the GPU pipeline's batches."""
+"""(1): the project's Lightning loop: a real Trainer fits ClassifierModule on device pipeline batches."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from seres.bench.settings import Settings
 from seres.bench.timing import SYNC_WARNING, Stopwatch, not_checked, short_path, synchronize
-from seres.data import GPUTrainLoader
+from seres.data import DeviceTrainLoader
 from seres.module import ClassifierModule, cosine_schedule
 
 
@@ -106,7 +106,7 @@ def make_trainer(settings: Settings, max_steps: int, timer: SteadyStateTimer, ro
 
 
 def lightning_loop(
-    net: nn.Module, loader: GPUTrainLoader, settings: Settings, sync_probe: bool
+    net: nn.Module, loader: DeviceTrainLoader, settings: Settings, sync_probe: bool
 ) -> dict[str, Any]:
     """trainer.fit on ClassifierModule(net) with the GPU loader, for warmup + steps (+ probe) steps."""
     device = settings.torch_device

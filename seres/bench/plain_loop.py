@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from seres.bench.settings import Settings
 from seres.bench.timing import time_steps
-from seres.data import GPUTrainLoader
+from seres.data import DeviceTrainLoader
 from seres.module import cosine_schedule
 
 
-def plain_loop(net: nn.Module, loader: GPUTrainLoader, settings: Settings) -> dict[str, Any]:
+def plain_loop(net: nn.Module, loader: DeviceTrainLoader, settings: Settings) -> dict[str, Any]:
     """The project recipe's optimizer and clipping, and the module's per-step cosine schedule."""
     device, recipe = settings.torch_device, settings.project
     net.to(device)

@@ -7,7 +7,7 @@ from typing import Any
 from seres.data import Augmentation
 
 SECTION_TITLES = {
-    "lightning": "(1) Lightning loop + GPU pipeline",
+    "lightning": "(1) Lightning loop + device pipeline",
     "plain": "(2) plain PyTorch loop",
     "seed": "(3) seed pipeline",
     "data": "(4) data pipeline alone",

@@ -23,7 +23,7 @@ from seres.bench.plain_loop import plain_loop
 from seres.bench.report import SECTION_TITLES, describe_augmentation, header
 from seres.bench.seed_loop import seed_loop
 from seres.bench.settings import Settings
-from seres.data import GPUTrainLoader
+from seres.data import DeviceTrainLoader
 from seres.model import SEResNet, count_parameters
 
 # The targets for the full-size run on an H100/H200 (layer4, batch 1024, bf16).
@@ -150,7 +150,7 @@ def run(settings: Settings, json_path: Path | None = None) -> dict[str, Any]:
 
     device_images, device_labels = images.to(device), labels.to(device)
 
-    def loader() -> GPUTrainLoader:
+    def loader() -> DeviceTrainLoader:
         return gpu_loader(device_images, device_labels, settings)
 
     record("data", data_pipeline(loader(), settings))

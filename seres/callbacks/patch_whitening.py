@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seres.data.gpu_augment import normalize
+from seres.data.batch_augment import normalize
 
 
 def first_convolution(net: nn.Module) -> nn.Conv2d:

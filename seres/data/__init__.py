@@ -1,4 +1,4 @@
-"""CIFAR-10: the official files, getting them, the validation split, the CPU and GPU input pipelines.
+"""CIFAR-10: the official files, getting them, the validation split, and the two input pipelines.
 
 Modules, each with one job:
 
@@ -9,8 +9,8 @@ Modules, each with one job:
 * :mod:`~seres.data.split`: the stratified train/validation split.
 * :mod:`~seres.data.shift_sets`: the official files of the shift test sets CIFAR-10.1 and CIFAR-10-C.
 * :mod:`~seres.data.transforms`: augmentation settings and the per-image CPU transforms.
-* :mod:`~seres.data.gpu_augment`: the same augmentation on whole batches, on the images' device.
-* :mod:`~seres.data.gpu_loaders`: device-resident training and evaluation batches.
+* :mod:`~seres.data.batch_augment`: the same augmentation on whole batches, on the images' device.
+* :mod:`~seres.data.device_loaders`: device-resident training and evaluation batches.
 * :mod:`~seres.data.datamodule`: the Lightning DataModule (``_target_: seres.data.CIFAR10DataModule``).
 * ``python -m seres.data`` (:mod:`~seres.data.__main__`): fetch and verify the files (``make data``).
 
@@ -18,8 +18,8 @@ Everything downstream works on uint8 tensors of shape (N, 3, 32, 32), so both pi
 """
 
 from seres.data.datamodule import CIFAR10DataModule
+from seres.data.device_loaders import DeviceEvalLoader, DeviceTrainLoader
 from seres.data.files import CLASSES, CIFAR10Error, find_cifar10, load_cifar10, require_room_for_cifar10
-from seres.data.gpu_loaders import GPUEvalLoader, GPUTrainLoader
 from seres.data.sources import ensure_cifar10
 from seres.data.split import stratified_split
 from seres.data.transforms import Augmentation, build_eval_transform, build_train_transform
@@ -29,8 +29,8 @@ __all__ = [
     "Augmentation",
     "CIFAR10DataModule",
     "CIFAR10Error",
-    "GPUEvalLoader",
-    "GPUTrainLoader",
+    "DeviceEvalLoader",
+    "DeviceTrainLoader",
     "build_eval_transform",
     "build_train_transform",
     "ensure_cifar10",

@@ -14,8 +14,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
+from seres.data.device_loaders import DeviceEvalLoader, DeviceTrainLoader
 from seres.data.files import CLASSES, load_cifar10
-from seres.data.gpu_loaders import GPUEvalLoader, GPUTrainLoader
 from seres.data.sources import ensure_cifar10
 from seres.data.split import stratified_split
 from seres.data.transforms import (
@@ -79,8 +79,8 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         self.seed = seed
         self.channels_last = channels_last
         self._order_generator, self._worker_generator = torch.Generator(), torch.Generator()
-        self._gpu_loader: GPUTrainLoader | None = None
-        self._gpu_eval_loaders: dict[str, GPUEvalLoader] = {}
+        self._device_loader: DeviceTrainLoader | None = None
+        self._device_eval_loaders: dict[str, DeviceEvalLoader] = {}
         self._loaded = False
 
     def prepare_data(self) -> None:
@@ -102,9 +102,9 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         self.test_images, self.test_labels = data["test"]
         self._loaded = True
 
-    def train_dataloader(self) -> DataLoader | GPUTrainLoader:
+    def train_dataloader(self) -> DataLoader | DeviceTrainLoader:
         if self.pipeline == "device":
-            loader: DataLoader | GPUTrainLoader = self._gpu_train_loader()
+            loader: DataLoader | DeviceTrainLoader = self._device_train_loader()
         else:
             transform = build_train_transform(self.aug, self.mean, self.std)
             dataset = TensorImageDataset(self.train_images, self.train_labels, transform)
@@ -118,15 +118,15 @@ class CIFAR10DataModule(lightning.LightningDataModule):
             self.set_epoch(epoch, self.trainer.global_rank)
         return loader
 
-    def val_dataloader(self) -> DataLoader | GPUEvalLoader:
+    def val_dataloader(self) -> DataLoader | DeviceEvalLoader:
         return self._eval_loader("val", self.val_images, self.val_labels)
 
-    def test_dataloader(self) -> DataLoader | GPUEvalLoader:
+    def test_dataloader(self) -> DataLoader | DeviceEvalLoader:
         return self._eval_loader("test", self.test_images, self.test_labels)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # The DataLoader's batches are NCHW; a channels_last network (and its compiled graph) wants NHWC.
-        # The GPU pipeline's batches already are, and converting them again costs nothing.
+        # The device pipeline's batches already are, and converting them again costs nothing.
         if not self.channels_last:
             return batch
         images, labels = batch
@@ -136,7 +136,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         """Make an epoch's randomness a function of (seed, epoch, rank) alone.
 
         Reseeds the training order, the seeds of the loader's workers (their augmentation), this process's
-        torch/numpy/random generators (augmentation without workers, dropout) and the GPU pipeline. A run
+        torch/numpy/random generators (augmentation without workers, dropout) and the device pipeline. A run
         resumed from an epoch-end checkpoint then continues exactly as an uninterrupted one. Called before
         the epoch's loader iterator exists and again at the epoch's start; both orders give the same draws
         because the order and the worker seeds come from separate generators.
@@ -147,14 +147,14 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         torch.manual_seed(epoch_seed)
         np.random.seed(epoch_seed)
         random.seed(epoch_seed)
-        if self._gpu_loader is not None:
-            self._gpu_loader.set_epoch(epoch)
+        if self._device_loader is not None:
+            self._device_loader.set_epoch(epoch)
 
-    def _gpu_train_loader(self) -> GPUTrainLoader:
+    def _device_train_loader(self) -> DeviceTrainLoader:
         # Reads self.trainer for the device and this process's rank, so it is called only within a Trainer.
-        if self._gpu_loader is not None:  # the data is on the device already; keep it there
-            return self._gpu_loader
-        self._gpu_loader = GPUTrainLoader(
+        if self._device_loader is not None:  # the data is on the device already; keep it there
+            return self._device_loader
+        self._device_loader = DeviceTrainLoader(
             images=self.train_images,
             labels=self.train_labels,
             batch_size=self.batch_size,
@@ -167,14 +167,14 @@ class CIFAR10DataModule(lightning.LightningDataModule):
             world_size=self.trainer.world_size,
             channels_last=self.channels_last,
         )
-        return self._gpu_loader
+        return self._device_loader
 
-    def _eval_loader(self, split: str, images: Tensor, labels: Tensor) -> DataLoader | GPUEvalLoader:
+    def _eval_loader(self, split: str, images: Tensor, labels: Tensor) -> DataLoader | DeviceEvalLoader:
         if self.pipeline == "device" and self.trainer is not None:
             # With the training set on the device, the evaluation splits go there too: no worker processes
             # to start at every validation, no copies. Made once; Lightning asks again every epoch.
-            if split not in self._gpu_eval_loaders:
-                self._gpu_eval_loaders[split] = GPUEvalLoader(
+            if split not in self._device_eval_loaders:
+                self._device_eval_loaders[split] = DeviceEvalLoader(
                     images,
                     labels,
                     self.eval_batch_size,
@@ -185,7 +185,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
                     world_size=self.trainer.world_size,
                     channels_last=self.channels_last,
                 )
-            return self._gpu_eval_loaders[split]
+            return self._device_eval_loaders[split]
         transform = build_eval_transform(self.mean, self.std)
         dataset = TensorImageDataset(images, labels, transform)
         return self._loader(dataset, self.eval_batch_size, train=False)

@@ -2,7 +2,7 @@
 
 Two layouts are accepted under a root directory, as the dataset's page distributes them: the binary one
 (``cifar-10-batches-bin``, preferred) and torchvision's python pickles (``cifar-10-batches-py``). Everything
-is read into uint8 tensors of shape (N, 3, 32, 32) so the CPU and GPU input pipelines share one source.
+is read into uint8 tensors of shape (N, 3, 32, 32) so both input pipelines share one source.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The CPU input pipeline: augmentation settings, per-image training and evaluation transforms, the dataset.
 
-Images are uint8 tensors (3, 32, 32) in and normalised float32 out. The GPU pipeline
-(:mod:`seres.data.gpu_augment`) reads the same :class:`Augmentation` settings and follows these transforms'
+Images are uint8 tensors (3, 32, 32) in and normalised float32 out. The device pipeline
+(:mod:`seres.data.batch_augment`) reads the same :class:`Augmentation` settings and follows these transforms'
 order and semantics on whole batches.
 """
 
@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from seres.data.gpu_augment import FLIP_MODES, PADDING_MODES
+from seres.data.batch_augment import FLIP_MODES, PADDING_MODES
 
 
 @dataclasses.dataclass(frozen=True)

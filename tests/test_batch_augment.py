@@ -1,4 +1,4 @@
-"""Tests for seres/data/gpu_augment.py on the CPU device.
+"""Tests for seres/data/batch_augment.py on the CPU device.
 
 Statistical checks compare a per-image statistic between the batched GPU path and the per-image torchvision
 reference (or an exact expectation). Both sides use fixed seeds, so a run is deterministic; the tolerance
@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from seres.data.gpu_augment import (
+from seres.data.batch_augment import (
     adjust_brightness,
     adjust_contrast,
     adjust_saturation,

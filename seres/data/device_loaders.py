@@ -1,7 +1,7 @@
 """Device-resident data: the uint8 splits live on the accelerator, and training batches are augmented there.
 
 The whole training set is copied to the device once. Every epoch is a device-side gather along a seeded
-permutation followed by the batched augmentation of :mod:`seres.data.gpu_augment`, so the per-batch loop has
+permutation followed by the batched augmentation of :mod:`seres.data.batch_augment`, so the per-batch loop has
 no per-sample Python, no worker processes, no host-device copies and no host syncs.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from seres.data.gpu_augment import (
+from seres.data.batch_augment import (
     AugmentationLike,
     ChannelStats,
     alternating_flips,
@@ -23,7 +23,7 @@ from seres.data.gpu_augment import (
 )
 
 
-class GPUTrainLoader:
+class DeviceTrainLoader:
     """Device-resident, per-epoch shuffled and augmented training batches; usable as ``train_dataloader()``.
 
     Epoch ``e`` uses a permutation that depends only on ``(seed, e)``, drawn on the CPU with a seeded
@@ -115,7 +115,7 @@ class GPUTrainLoader:
         return x
 
 
-class GPUEvalLoader:
+class DeviceEvalLoader:
     """Unaugmented batches of a whole split (validation, test), normalised once, on the device.
 
     Under DDP each rank takes every world_size-th image, so the ranks together see each image exactly once

@@ -1,4 +1,4 @@
-"""Tests for seres/data/gpu_loaders.py on the CPU device: epoch order, coverage, sharding across ranks,
+"""Tests for seres/data/device_loaders.py on the CPU device: epoch order, coverage, sharding across ranks,
 reproducible augmented batches, no host syncs, and evaluation batches equal to the CPU path's."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from data_helpers import MEAN, STD, copies, one_intra_op_thread, structured_imag
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from seres.data.batch_augment import normalize
 from seres.data.datamodule import CIFAR10DataModule
-from seres.data.gpu_augment import normalize
-from seres.data.gpu_loaders import GPUEvalLoader, GPUTrainLoader
+from seres.data.device_loaders import DeviceEvalLoader, DeviceTrainLoader
 from seres.data.transforms import Augmentation, build_train_transform
 from seres.model import SEResNet
 from seres.module import ClassifierModule
@@ -34,7 +34,7 @@ def single_intra_op_thread() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# GPUTrainLoader: order, coverage, sharding
+# DeviceTrainLoader: order, coverage, sharding
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -45,14 +45,14 @@ def index_dataset(size: int) -> tuple[Tensor, Tensor]:
     return planes.view(size, 3, 1, 1).expand(size, 3, 4, 4).to(torch.uint8).contiguous(), index
 
 
-def index_loader(size: int, batch_size: int, seed: int = 0, **kwargs) -> GPUTrainLoader:
+def index_loader(size: int, batch_size: int, seed: int = 0, **kwargs) -> DeviceTrainLoader:
     images, labels = index_dataset(size)
-    return GPUTrainLoader(
+    return DeviceTrainLoader(
         images, labels, batch_size, Augmentation(), IDENTITY_MEAN, IDENTITY_STD, CPU, seed, **kwargs
     )
 
 
-def epoch_order(loader: GPUTrainLoader) -> list[int]:
+def epoch_order(loader: DeviceTrainLoader) -> list[int]:
     """The indices of one epoch, read from the pixels; checks that labels travel with their images."""
     order = []
     for x, y in loader:
@@ -90,7 +90,7 @@ def test_order_is_a_function_of_seed_and_epoch() -> None:
     assert epoch_order(loader) == first and epoch_order(loader) == second  # and continues from there
 
 
-def flips_by_index(loader: GPUTrainLoader, epoch: int) -> dict[int, bool]:
+def flips_by_index(loader: DeviceTrainLoader, epoch: int) -> dict[int, bool]:
     """Which images epoch `epoch` mirrored, by index: channel 2 of index_dataset's images is set to a
     left-right ramp, so a mirrored image is one whose ramp falls."""
     loader.images[:, 2] = torch.arange(4, dtype=torch.uint8) * 50
@@ -102,7 +102,7 @@ def flips_by_index(loader: GPUTrainLoader, epoch: int) -> dict[int, bool]:
     return flips
 
 
-def alternating_loader(seed: int = 0, **kwargs) -> GPUTrainLoader:
+def alternating_loader(seed: int = 0, **kwargs) -> DeviceTrainLoader:
     loader = index_loader(1000, 50, seed, **kwargs)
     loader.aug = Augmentation(flip=True, flip_mode="alternate")
     return loader
@@ -139,7 +139,7 @@ def test_loader_batches_are_normalised_augmented_and_reproducible() -> None:
     images, labels = copies(structured_images(), 256), torch.arange(256)
     aug = Augmentation(crop_padding=4, flip=True, rotation=15.0, translate=0.1, brightness=0.2, contrast=0.2,
                        saturation=0.2, cutout=8)  # fmt: skip
-    loader = GPUTrainLoader(images, labels, 64, aug, MEAN, STD, CPU, seed=3, channels_last=True)
+    loader = DeviceTrainLoader(images, labels, 64, aug, MEAN, STD, CPU, seed=3, channels_last=True)
     batches = list(loader)
     assert len(batches) == 4
     for x, y in batches:
@@ -150,7 +150,7 @@ def test_loader_batches_are_normalised_augmented_and_reproducible() -> None:
     loader.set_epoch(0)
     for (x, y), (x_again, y_again) in zip(batches, loader, strict=True):
         assert torch.equal(x, x_again) and torch.equal(y, y_again)
-    plain = GPUTrainLoader(images, labels, 64, Augmentation(), MEAN, STD, CPU, seed=3)
+    plain = DeviceTrainLoader(images, labels, 64, Augmentation(), MEAN, STD, CPU, seed=3)
     for x, y in plain:
         assert torch.equal(x, normalize(images[y], MEAN, STD))
 
@@ -158,13 +158,13 @@ def test_loader_batches_are_normalised_augmented_and_reproducible() -> None:
 class _LabelRecorder(lightning.LightningModule):
     """Trains nothing; records the labels of every training batch, one list per epoch."""
 
-    def __init__(self, loader: GPUTrainLoader) -> None:
+    def __init__(self, loader: DeviceTrainLoader) -> None:
         super().__init__()
         self.loader = loader
         self.layer = torch.nn.Linear(3 * 4 * 4, 1)
         self.seen: list[list[int]] = []
 
-    def train_dataloader(self) -> GPUTrainLoader:
+    def train_dataloader(self) -> DeviceTrainLoader:
         return self.loader
 
     def on_train_epoch_start(self) -> None:
@@ -237,7 +237,7 @@ def test_an_epoch_with_every_augmentation_dispatches_no_host_sync() -> None:
     aug = Augmentation(crop_padding=4, flip=True, rotation=15.0, translate=0.1, brightness=0.2, contrast=0.2,
                        saturation=0.2, cutout=8)  # fmt: skip
     images = copies(structured_images(), 256)
-    loader = GPUTrainLoader(images, torch.arange(256), 64, aug, MEAN, STD, CPU, seed=0)
+    loader = DeviceTrainLoader(images, torch.arange(256), 64, aug, MEAN, STD, CPU, seed=0)
     with _HostSyncRecorder() as recorder:
         batches = sum(1 for _ in loader)
     assert batches == 4 and recorder.syncs == []
@@ -257,7 +257,7 @@ def test_loader_rejects_bad_arguments(kwargs: dict, message: str) -> None:
     arguments = dict(images=images, labels=labels, batch_size=4, aug=Augmentation(), mean=MEAN, std=STD,
                      device=CPU, seed=0) | kwargs  # fmt: skip
     with pytest.raises(ValueError, match=message):
-        GPUTrainLoader(**arguments)
+        DeviceTrainLoader(**arguments)
 
 
 # (dataset size, batch size): divisible by 2 ranks; not divisible, with and without a partial last batch.
@@ -324,5 +324,5 @@ def test_evaluation_on_the_device_gives_the_cpu_paths_metrics(stage, fake_cifar_
         )
         (results[pipeline],) = getattr(trainer, stage)(ClassifierModule(net, tta=True), datamodule=datamodule)
         loader = getattr(datamodule, f"{'val' if stage == 'validate' else 'test'}_dataloader")()
-        assert isinstance(loader, GPUEvalLoader if pipeline == "device" else torch.utils.data.DataLoader)
+        assert isinstance(loader, DeviceEvalLoader if pipeline == "device" else torch.utils.data.DataLoader)
     assert results["device"] == results["loader"]
