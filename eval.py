@@ -11,7 +11,8 @@ mistakes.png into `output_dir` (default: eval/, or eval_tta/ with tta=true, next
 test runs through the same LightningModule as train.py's, so without TTA it reproduces the run's test_acc.
 `split=val` evaluates the run's own validation split instead (keys val_acc, val_loss, val_images; default
 directory eval_val/ or eval_val_tta/), so that evaluation settings are chosen without the test split.
-With cifar10_1 or cifar10_c, metrics.json and report.md also hold the shift sets' accuracy (seres/shift.py).
+With cifar10_1 or cifar10_c, metrics.json and report.md also hold the shift sets' accuracy
+(seres/results/shift.py).
 """
 
 import logging
@@ -23,17 +24,17 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from seres.atomic import write_json
-from seres.auto_settings import AUTO, choose_precision
 from seres.callbacks import ProgressBar, TestFigures
-from seres.checkpoints import CheckpointError
-from seres.config_checks import ConfigError, check_tta_translate
 from seres.data import CIFAR10DataModule, CIFAR10Error, build_eval_transform
 from seres.data.shift_sets import cifar10_1_files, cifar10_c_corruptions
 from seres.module import ClassifierModule
-from seres.predict import TrainedModel, load_trained_model
-from seres.report import CONFUSION_FILE, confusion_figure, read_confusion, save_figure
-from seres.shift import cifar10_1_accuracy, cifar10_c_accuracy, write_shift_report
+from seres.records.atomic import write_json
+from seres.records.report import CONFUSION_FILE, confusion_figure, read_confusion, save_figure
+from seres.results.predict import TrainedModel, load_trained_model
+from seres.results.shift import cifar10_1_accuracy, cifar10_c_accuracy, write_shift_report
+from seres.run.auto_settings import AUTO, choose_precision
+from seres.run.checkpoints import CheckpointError
+from seres.run.config_checks import ConfigError, check_tta_translate
 
 log = logging.getLogger("seres")
 

@@ -26,21 +26,21 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from seres.atomic import atomic_save, write_json
-from seres.auto_settings import resolve_auto
-from seres.checkpoints import read_lightning_checkpoint
-from seres.config_checks import ConfigError, check_config
-from seres.device_slots import job_devices
-from seres.interrupts import stops_cleanly
+from seres.launch.device_slots import job_devices
+from seres.launch.sweep import run_job
 from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
-from seres.report import percent, write_report
-from seres.resume import require_same_settings
-from seres.run_names import register_resolvers
-from seres.slurm import slurm_plugins
-from seres.start_checks import USER_ERRORS, exit_with
-from seres.sweep import run_job
-from seres.trackers import KeepTrackerRuns, attach_run_files, continued_run, holds_params
+from seres.records.atomic import atomic_save, write_json
+from seres.records.report import percent, write_report
+from seres.run.auto_settings import resolve_auto
+from seres.run.checkpoints import read_lightning_checkpoint
+from seres.run.config_checks import ConfigError, check_config
+from seres.run.interrupts import stops_cleanly
+from seres.run.resume import require_same_settings, run_overrides
+from seres.run.run_names import register_resolvers
+from seres.run.slurm import slurm_plugins
+from seres.run.start_checks import USER_ERRORS, exit_with
+from seres.run.trackers import KeepTrackerRuns, attach_run_files, continued_run, holds_params
 
 register_resolvers()  # the default run directory's name (conf/hydra/default.yaml), trackers' run names
 
@@ -90,7 +90,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     if any(isinstance(logger, MLFlowLogger | WandbLogger) for logger in loggers):
         callbacks.append(KeepTrackerRuns(run_dir))
     # The configured plugins (conf/trainer), and under SLURM Lightning's SLURM environment without its own
-    # requeueing (seres/slurm.py).
+    # requeueing (seres/run/slurm.py).
     plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + slurm_plugins()
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
 
@@ -116,20 +116,11 @@ def batch_and_lr_for(cfg: DictConfig, world_size: int) -> tuple[int, float]:
     return batch // world_size, lr
 
 
-def load_tested_weights(module: ClassifierModule, checkpoint_path: str) -> None:
-    """Put the checkpoint's weights (with EMA, the averaged ones) into `module` for the final test.
-
-    Not trainer.test(ckpt_path=...): after a fit, Lightning's WeightAveraging callback answers that load by
-    putting the raw, unaveraged weights back into the module, so the test would not see the averaged weights
-    that were validated, selected and saved.
-    """
-    module.load_state_dict(read_lightning_checkpoint(checkpoint_path, weights_only=False)["state_dict"])
-
-
-def save_network_weights(checkpoint_path: str, destination: Path) -> None:
-    """Write the network's plain state_dict from a Lightning checkpoint, atomically."""
-    state = read_lightning_checkpoint(checkpoint_path, weights_only=False)["state_dict"]
-    atomic_save(network_weights(state), destination)
+def best_weights(trainer: L.Trainer) -> dict[str, torch.Tensor] | None:
+    """The module's weights in the best checkpoint by validation accuracy (with EMA, the averaged ones), read
+    once for the final test and best_model.pth; None when no checkpoint was kept."""
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    return read_lightning_checkpoint(best_path, weights_only=False)["state_dict"] if best_path else None
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
@@ -164,13 +155,14 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         started, started_at = time.perf_counter(), datetime.now(timezone.utc)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         metrics = run_metrics(trainer, module, cfg, time.perf_counter() - started)
-        metrics |= placement(started_at)
+        metrics |= when_and_where(started_at)
         metrics |= {"global_batch_size": batch_size * trainer.world_size, "lr": lr}
-        metrics["overrides"] = [item for item in overrides if not item.startswith("resume=")]
+        metrics["overrides"] = run_overrides(overrides)
+        best = best_weights(trainer)
         if cfg.test:
-            metrics |= test_best_checkpoint(trainer, module, datamodule)
+            metrics |= test_best_checkpoint(trainer, module, datamodule, best)
     if trainer.is_global_zero:
-        write_artefacts(trainer, cfg, metrics, run_dir)
+        write_artefacts(trainer, cfg, metrics, run_dir, best)
     return metrics
 
 
@@ -213,7 +205,7 @@ def run_metrics(
     return metrics
 
 
-def placement(started_at: datetime) -> dict[str, Any]:
+def when_and_where(started_at: datetime) -> dict[str, Any]:
     """When the fit ran (UTC) and on which devices: what tells apart sweep jobs that ran side by side."""
     return {
         "started_at": started_at.isoformat(timespec="milliseconds"),
@@ -223,19 +215,28 @@ def placement(started_at: datetime) -> dict[str, Any]:
     }
 
 
-def test_best_checkpoint(trainer: L.Trainer, module: ClassifierModule, datamodule: Any) -> dict[str, Any]:
-    """Test the best checkpoint by validation accuracy, never the last epoch's weights by default."""
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best_path:
-        load_tested_weights(module, best_path)
+def test_best_checkpoint(
+    trainer: L.Trainer, module: ClassifierModule, datamodule: Any, best: dict[str, torch.Tensor] | None
+) -> dict[str, Any]:
+    """Test the `best` weights by validation accuracy, never the last epoch's weights by default.
+
+    Not trainer.test(ckpt_path=...): after a fit, Lightning's WeightAveraging callback answers that load by
+    putting the raw, unaveraged weights back into the module, so the test would not see the averaged weights
+    that were validated, selected and saved.
+    """
+    if best is not None:
+        module.load_state_dict(best)
     (results,) = trainer.test(module, datamodule=datamodule)
     return {"test_acc": results.get("test/acc"), "test_loss": results.get("test/loss")}
 
 
-def write_artefacts(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any], run_dir: Path) -> None:
-    """best_model.pth, metrics.json, the hparams tab and the report; on rank 0 only."""
-    if metrics["best_checkpoint"]:
-        save_network_weights(trainer.checkpoint_callback.best_model_path, run_dir / "best_model.pth")
+def write_artefacts(
+    trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any], run_dir: Path, best: dict | None
+) -> None:
+    """best_model.pth (the network's plain state_dict of the `best` weights), metrics.json, the hparams tab
+    and the report; on rank 0 only."""
+    if best is not None:
+        atomic_save(network_weights(best), run_dir / "best_model.pth")
     write_json(metrics, run_dir / "metrics.json")
     log_hparams(trainer, cfg, metrics)
     write_report(run_dir)  # curves.png, confusion.png, report.md
@@ -261,7 +262,7 @@ def require_shared_run_dir(overrides: Sequence[str]) -> None:
         )
 
 
-def side_by_side(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
+def parallel_jobs(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     """How many sweep jobs run at once (hydra/launcher=parallel: n_jobs) and the devices each one takes."""
     devices = cfg.trainer.get("devices")
     return {
@@ -275,11 +276,11 @@ def side_by_side(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        # Each sweep job is a complete single run in a child process (see seres/sweep.py).
+        # Each sweep job is a complete single run in a child process (see seres/launch/sweep.py).
         job_dir = Path(hydra_cfg.runtime.output_dir)
         try:
             overrides = list(hydra_cfg.overrides.task)
-            with job_devices(Path(hydra_cfg.sweep.dir), **side_by_side(hydra_cfg, cfg)) as (env, cpus):
+            with job_devices(Path(hydra_cfg.sweep.dir), **parallel_jobs(hydra_cfg, cfg)) as (env, cpus):
                 metrics = run_job(Path(__file__).resolve(), overrides, job_dir, env, cpus)
         except USER_ERRORS as error:
             exit_with(error)

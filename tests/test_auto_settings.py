@@ -9,8 +9,8 @@ from conftest import TINY_MODEL, fake_data, run_train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from seres import auto_settings
-from seres.cpu_features import has_native_bf16
+from seres.run import auto_settings
+from seres.run.cpu_features import has_native_bf16
 from train import CONF_DIR
 
 

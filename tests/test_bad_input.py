@@ -61,7 +61,7 @@ REFUSED = [
 ]
 
 
-# A value of the wrong type is refused by Hydra while it composes the config (seres/config_schema.py): its
+# A value of the wrong type is refused by Hydra while it composes the config (seres/run/config_schema.py): its
 # compact message names the override, the value and the type, with no traceback.
 WRONG_TYPES = [
     ("optimizer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),

@@ -31,8 +31,8 @@ from seres.bench.run import TARGET_IMAGES_PER_S, add_derived, check_targets
 from seres.bench.seed_loop import seed_transform
 from seres.bench.settings import FULL_MODEL, SIZES, TINY_MODEL, Settings
 from seres.bench.timing import describe_sync, time_steps
-from seres.cpu_features import NATIVE_BF16_FEATURES, has_native_bf16
 from seres.data import Augmentation
+from seres.run.cpu_features import NATIVE_BF16_FEATURES, has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

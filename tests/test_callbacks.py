@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from seres import callbacks
 from seres.callbacks import EpochSummary, ProgressBar, TrainingMonitor
-from seres.compute import train_step_flops
+from seres.callbacks.flop_count import train_step_flops
 from seres.data import CLASSES
 from seres.model import SEResNet
 from seres.module import ClassifierModule

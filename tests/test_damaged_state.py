@@ -10,9 +10,11 @@ import pytest
 import torch
 from conftest import TINY, fake_data, run_command, run_train
 
-from seres.atomic import DiskFullError, atomic_save, write_json
+from seres.records.atomic import DiskFullError, atomic_save, write_json
 
 SHORT = ["trainer.accelerator=cpu", "trainer.max_epochs=1", "progress=false"]
+# python -m, for the commands that are modules of seres
+MODULE = [sys.executable, "-m"]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +56,8 @@ def commands(run_dir: Path, name: str, root: Path) -> dict[str, list[str]]:
             "resume=true",
         ],
         "eval": [sys.executable, "eval.py", f"ckpt_path={run_dir / name}", "accelerator=cpu"],
-        "predict": [sys.executable, "-m", "seres.predict", str(image), "--model", str(run_dir / name)],
-        "export": [sys.executable, "-m", "seres.export", str(run_dir / name), "--format", "torchscript"],
+        "predict": [*MODULE, "seres.results.predict", str(image), "--model", str(run_dir / name)],
+        "export": [*MODULE, "seres.results.export", str(run_dir / name), "--format", "torchscript"],
     }
 
 

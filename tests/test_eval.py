@@ -1,4 +1,5 @@
-"""Using a trained model from the command line: eval.py, seres.predict and seres.export on a real-data run."""
+"""Using a trained model from the command line: eval.py, seres.results.predict and seres.results.export, on a
+real-data run."""
 
 import json
 import os
@@ -17,13 +18,13 @@ from real_run import REPO, run_cli, short_real_run
 from torch.utils.data import DataLoader, TensorDataset
 
 from eval import evaluate
-from seres.checkpoints import CheckpointError
-from seres.config_checks import ConfigError
 from seres.data import CLASSES, build_eval_transform, load_cifar10
-from seres.export import main as export_main
 from seres.module import ClassifierModule, tta_logits
-from seres.predict import load_trained_model, newest_run_weights
-from seres.predict import main as predict_main
+from seres.results.export import main as export_main
+from seres.results.predict import load_trained_model, newest_run_weights
+from seres.results.predict import main as predict_main
+from seres.run.checkpoints import CheckpointError
+from seres.run.config_checks import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @torch.no_grad()
 def original_logits(run_dir: Path, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """The trained network as README shows it (no seres.predict), on uint8 images."""
+    """The trained network as README shows it (no seres.results.predict), on uint8 images."""
     net = tiny_net().eval()
     net.load_state_dict(torch.load(run_dir / "best_model.pth", weights_only=True))
     x = build_eval_transform([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])(images)
@@ -178,7 +179,7 @@ def test_multi_crop_tta_weighs_the_unshifted_mirror_pair_half_and_each_shifted_p
 
 
 # ------------------------------------------------------------------------------------------------------
-# python -m seres.predict
+# python -m seres.results.predict
 # ------------------------------------------------------------------------------------------------------
 
 
@@ -194,7 +195,7 @@ def test_predict_prints_the_top_three_classes_for_images_of_any_size_and_mode(ru
         write_picture(tmp_path / "wide.jpg", images[1], (300, 120)),
         write_picture(tmp_path / "grey.png", images[2], (64, 64), mode="L"),
     ]
-    result = run_cli("-m", "seres.predict", *map(str, files), "--model", str(run_dir))
+    result = run_cli("-m", "seres.results.predict", *map(str, files), "--model", str(run_dir))
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3 and f"model: {run_dir}/best.ckpt" in result.stderr
     for file, line in zip(files, lines, strict=True):
@@ -252,7 +253,7 @@ def test_loading_names_what_is_wrong_with_the_model_path(run_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------
-# python -m seres.export
+# python -m seres.results.export
 # ------------------------------------------------------------------------------------------------------
 
 
@@ -260,7 +261,7 @@ def test_loading_names_what_is_wrong_with_the_model_path(run_dir, tmp_path):
 def test_torchscript_export_gives_the_models_outputs(run_dir, test_images, tmp_path):
     destination = tmp_path / "model.pt"
     result = run_cli(
-        "-m", "seres.export", str(run_dir), "--format", "torchscript", "--output", str(destination)
+        "-m", "seres.results.export", str(run_dir), "--format", "torchscript", "--output", str(destination)
     )
     assert f"wrote {destination}" in result.stdout
     exported = torch.jit.load(str(destination))

@@ -6,9 +6,9 @@ from datetime import datetime
 import pytest
 from conftest import TINY, fake_data, run_train
 
-from seres.config_checks import ConfigError
-from seres.device_slots import cpu_slot, gpu_slot
-from seres.sweep import read_metrics
+from seres.launch.device_slots import cpu_slot, gpu_slot
+from seres.launch.sweep import read_metrics
+from seres.run.config_checks import ConfigError
 
 
 def test_gpu_slots_give_each_job_its_own_gpus_and_refuse_too_few():

@@ -14,10 +14,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-from seres.compute import train_step_flops
+from seres.callbacks.flop_count import train_step_flops
 from seres.data import CIFAR10DataModule
+from seres.launch.sweep import chosen_overrides, select_job
 from seres.module import ClassifierModule
-from seres.sweep import chosen_overrides, select_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,8 @@ def test_the_chosen_job_is_carried_to_new_seeds_without_its_seed_search_or_test_
 
 
 def test_choosing_from_an_unfinished_sweep_is_refused_naming_it(tmp_path):
-    result = run_command([sys.executable, "-m", "seres.sweep", "chosen", str(tmp_path)], expect_ok=False)
+    chosen = [sys.executable, "-m", "seres.launch.sweep", "chosen", str(tmp_path)]
+    result = run_command(chosen, expect_ok=False)
     assert (
         f"sweep directory {tmp_path} has no jobs" in result.stderr and "multirun/DATE/TIME" in result.stderr
     )
@@ -159,7 +160,7 @@ def test_reproducing_fast_tunes_on_validation_then_tests_seeds_of_the_chosen_job
     run_command([*script, "--data", str(fake_cifar_bin), *grid, *tiny])
     jobs = [json.loads((out / "grid" / str(n) / "metrics.json").read_text()) for n in (0, 1)]
     assert all(job["status"] == "completed" and job["test_acc"] is None for job in jobs)
-    # The rule of `seres.sweep chosen`: the least time to the target, ties to the higher val acc.
+    # The rule of `seres.launch.sweep chosen`: the least time to the target, ties to the higher val acc.
     soonest = min(jobs, key=lambda job: (job["seconds_to_target"], -job["best_val_acc"]))["lr"]
     runs = [json.loads((out / "seeds" / str(n) / "metrics.json").read_text()) for n in (0, 1)]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "completed" for r in runs)

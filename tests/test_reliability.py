@@ -114,7 +114,7 @@ def val_acc_steps(run_dir: Path) -> list[int]:
 
 WRITER = """
 import sys, torch
-from seres.atomic import atomic_save
+from seres.records.atomic import atomic_save
 atomic_save({"weights": torch.ones(60_000_000)}, sys.argv[1])  # 240 MB: long enough to be caught mid-write
 """
 

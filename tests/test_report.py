@@ -12,7 +12,7 @@ from real_run import CONSOLE_FILE, run_cli, short_real_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seres.data import CLASSES
-from seres.report import write_report
+from seres.records.report import write_report
 
 REPORT_FIGURES = ["curves.png", "confusion.png", "mistakes.png"]
 
@@ -99,7 +99,7 @@ def test_report_is_regenerated_from_the_run_directory_alone(run_dir, tmp_path):
     shutil.copytree(run_dir, copy)
     for name in ["curves.png", "confusion.png", "report.md"]:
         (copy / name).unlink()
-    result = run_cli("-m", "seres.report", str(copy))
+    result = run_cli("-m", "seres.records.report", str(copy))
     assert result.stdout.strip() == str(copy / "report.md")
     assert_picture(copy / "curves.png")
     assert_picture(copy / "confusion.png")
@@ -110,7 +110,7 @@ def test_report_is_regenerated_from_the_run_directory_alone(run_dir, tmp_path):
 
 def test_report_of_a_directory_that_is_no_run_says_what_to_give(tmp_path):
     for bad in [tmp_path / "missing", tmp_path]:
-        result = run_cli("-m", "seres.report", str(bad), expect_success=False)
+        result = run_cli("-m", "seres.records.report", str(bad), expect_success=False)
         assert result.returncode != 0
         assert str(bad) in result.stderr and "run directory" in result.stderr, result.stderr
 

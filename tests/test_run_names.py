@@ -5,7 +5,7 @@ import re
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from seres.run_names import RUN_SUFFIX
+from seres.run.run_names import RUN_SUFFIX
 from train import CONF_DIR  # registers the resolvers, as running train.py does
 
 

@@ -1,4 +1,5 @@
-"""The results table made from runs' own files (python -m seres.runs_table), over a short real-data run."""
+"""The results table made from runs' own files (python -m seres.results.runs_table), over a short real-data
+run."""
 
 import csv
 import json
@@ -24,7 +25,7 @@ def test_a_row_says_what_the_runs_files_say(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     with open(run_dir / "epochs.csv", newline="") as handle:
         val_accs = [float(row["val_acc"]) for row in csv.DictReader(handle)]
-    (row,) = table_rows(run_cli("-m", "seres.runs_table", str(run_dir)).stdout)
+    (row,) = table_rows(run_cli("-m", "seres.results.runs_table", str(run_dir)).stdout)
     name, _, batch, lr, steps, images, compute, best, test, by_epoch = row
     assert name == str(run_dir)
     assert (int(batch.replace(",", "")), float(lr)) == (metrics["global_batch_size"], metrics["lr"])
@@ -41,14 +42,14 @@ def test_overrides_shared_by_every_run_are_said_once_and_the_rest_per_row(run_di
     metrics = json.loads((other / "metrics.json").read_text())
     metrics["overrides"] = [*metrics["overrides"], "seed=1"]
     (other / "metrics.json").write_text(json.dumps(metrics))
-    output = run_cli("-m", "seres.runs_table", str(run_dir), str(other)).stdout
+    output = run_cli("-m", "seres.results.runs_table", str(run_dir), str(other)).stdout
     shared = output.splitlines()[0]
     assert "`data.batch_size=64`" in shared and "seed=1" not in shared, shared
     assert [row[1] for row in table_rows(output)] == ["", "`seed=1`"]
 
 
 def test_a_directory_without_metrics_is_named_in_one_line(tmp_path):
-    result = run_cli("-m", "seres.runs_table", str(tmp_path), expect_success=False)
+    result = run_cli("-m", "seres.results.runs_table", str(tmp_path), expect_success=False)
     assert result.returncode == 2
     expected = f"Error: {tmp_path} has no metrics.json: give the directory of a finished run"
     assert result.stderr.strip() == expected
@@ -66,7 +67,7 @@ def test_an_evaluation_row_says_what_eval_py_wrote(run_dir, tmp_path):
     ]
     run_cli("eval.py", f"ckpt_path={run_dir}/best.ckpt", *settings, f"output_dir={out}")
     metrics = json.loads((out / "metrics.json").read_text())
-    (row,) = table_rows(run_cli("-m", "seres.runs_table", "--eval", str(out)).stdout)
+    (row,) = table_rows(run_cli("-m", "seres.results.runs_table", "--eval", str(out)).stdout)
     assert row == [
         str(out),
         f"{run_dir}/best.ckpt",

@@ -11,7 +11,7 @@ from conftest import REPO, TINY, fake_data, run_command
 from slurm_cluster import local_slurm
 from test_reliability import val_acc_steps
 
-from seres.sweep import read_metrics
+from seres.launch.sweep import read_metrics
 
 pytestmark = pytest.mark.slow  # real daemons and real runs
 

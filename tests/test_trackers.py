@@ -15,7 +15,7 @@ from interrupting import SLOW_STEPS, interrupt_in_epoch_2
 from mlflow import MlflowClient
 from wandb_records import records, summary
 
-from seres.sweep import read_metrics
+from seres.launch.sweep import read_metrics
 
 pytestmark = pytest.mark.slow  # real runs and real servers
 

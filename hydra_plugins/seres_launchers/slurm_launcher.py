@@ -87,7 +87,9 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         with open_dict(config.hydra.job):
             config.hydra.job.num = number
         job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        from seres.sweep import completed_metrics  # not at start-up: Hydra imports this module on every run
+        from seres.launch.sweep import (
+            completed_metrics,  # not at start-up: Hydra imports this module on every run
+        )
 
         metrics = completed_metrics(job_dir, overrides)
         if metrics is None:

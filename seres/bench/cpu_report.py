@@ -7,7 +7,7 @@ from typing import Any
 
 from seres.bench.report import flops_line, model_line, peak_text, target_lines, title_line
 from seres.bench.settings import FULL_MODEL
-from seres.cpu_features import NATIVE_BF16_FEATURES
+from seres.run.cpu_features import NATIVE_BF16_FEATURES
 
 GRID_HEADER = (
     f"{'setting':<28} {'images/s':>10} {'ratio':>6} {'step ms':>9} {'TFLOP/s':>8} {'of peak':>8} "

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seres.atomic import write_json
 from seres.bench.cpu_data import time_data_paths
 from seres.bench.cpu_grid import (
     BASELINE,
@@ -33,7 +32,8 @@ from seres.bench.plain_loop import plain_loop
 from seres.bench.report import describe_augmentation
 from seres.bench.run import describe, log
 from seres.bench.settings import Settings
-from seres.cpu_features import has_native_bf16
+from seres.records.atomic import write_json
+from seres.run.cpu_features import has_native_bf16
 
 # On a CPU the step itself is slow, so the loop around it should cost next to nothing (GPU: 0.9, run.py).
 TARGET_CPU_LIGHTNING_OVER_PLAIN = 0.95

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from seres.bench.timing import synchronize
-from seres.compute import train_step_flops
+from seres.callbacks.flop_count import train_step_flops
 from seres.model import SEResNet
 
 CPU_PEAK_S = 1.0  # a CPU's peak: products are timed until this much time has passed (at most 10)

@@ -15,7 +15,6 @@ import lightning as L
 import torch
 from torch import nn
 
-from seres.atomic import write_json
 from seres.bench.flops import matmul_peak, measure_flops
 from seres.bench.images import data_pipeline, gpu_loader, load_images
 from seres.bench.lightning_loop import lightning_loop
@@ -25,6 +24,7 @@ from seres.bench.seed_loop import seed_loop
 from seres.bench.settings import Settings
 from seres.data import DeviceTrainLoader
 from seres.model import SEResNet, count_parameters
+from seres.records.atomic import write_json
 
 # The targets for the full-size run on an H100/H200 (layer4, batch 1024, bf16).
 TARGET_LIGHTNING_OVER_PLAIN = 0.9

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from seres.report import HISTORY_COLUMNS, percent
+from seres.records.report import HISTORY_COLUMNS, percent
 
 log = logging.getLogger("seres")
 
@@ -38,7 +38,8 @@ class EpochSummary(L.Callback):
     """One line per epoch (train and val loss/accuracy, learning rate, epoch time) from rank 0.
 
     Also logs the epoch time as `train/epoch_seconds`, and with `history_csv` appends the line's numbers as a
-    row of that file (columns in seres.report.HISTORY_COLUMNS; val cells empty in epochs without validation).
+    row of that file (columns in seres.records.report.HISTORY_COLUMNS; val cells empty in epochs without
+    validation).
     """
 
     def __init__(self, history_csv: str | None = None) -> None:

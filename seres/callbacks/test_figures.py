@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from seres.data import CLASSES
-from seres.report import (
+from seres.records.report import (
     CONFUSION_FILE,
     MISTAKES_FILE,
     confusion_figure,

@@ -4,15 +4,16 @@ from typing import Any
 
 import lightning as L
 
+from seres.callbacks.flop_count import train_step_flops
 from seres.callbacks.kept_state import KeptState
-from seres.compute import train_step_flops
 
 
 class TrainingCompute(KeptState, L.Callback):
     """Counts the training images of all processes and multiplies them by the network's FLOPs per image.
 
     The FLOPs per image of a training step are counted once, on the network itself, at the start of the fit
-    (seres.compute). `run_metrics()` goes to metrics.json: `flops_per_image`, `train_images`, `train_flops`.
+    (seres.callbacks.flop_count). `run_metrics()` goes to metrics.json: `flops_per_image`, `train_images`,
+    `train_flops`.
     """
 
     KEPT = ("flops_per_image", "train_images")

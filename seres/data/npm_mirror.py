@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from seres.atomic import atomic_write
 from seres.data.files import (
     BIN_DIR,
     BIN_TEST_FILE,
@@ -34,6 +33,7 @@ from seres.data.files import (
     CIFAR10Error,
     file_digest,
 )
+from seres.records.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerStatus
 
-# Files a run keeps, in the order they are named.
-KEPT = ("last.ckpt", "best.ckpt", "best_model.pth", "metrics.json")
+from seres.run.resume import RUN_RESULTS, run_overrides
 
 
 class RunInterrupted(RuntimeError):
@@ -23,14 +22,14 @@ class RunInterrupted(RuntimeError):
 
 
 def continue_command(run_dir: Path, overrides: Sequence[str]) -> str:
-    kept = [item for item in overrides if not item.startswith(("resume=", "hydra.run.dir="))]
+    kept = [item for item in run_overrides(overrides) if not item.startswith("hydra.run.dir=")]
     return shlex.join([sys.argv[0], *kept, f"hydra.run.dir={run_dir}", "resume=true"])
 
 
 def interrupted_message(trainer: L.Trainer, run_dir: Path, overrides: Sequence[str]) -> str:
     signal_name = "SIGTERM" if trainer.received_sigterm else "Ctrl-C (SIGINT)"
     finished = trainer.current_epoch  # epochs completed; last.ckpt is written at the end of each
-    kept = [name for name in KEPT if (run_dir / name).is_file()]
+    kept = [name for name in RUN_RESULTS if (run_dir / name).is_file()]
     what = (
         f"kept {', '.join(kept)} (after epoch {finished})" if kept else "nothing kept: no epoch had finished"
     )

@@ -1,20 +1,29 @@
 """`resume=true` continues a run only under the settings it started with.
 
-Checked before anything is written (seres.start_checks), so a refused resume leaves the run's files exactly as
-they were; `train.train` repeats the check for callers that bypass Hydra.
+Checked before anything is written (seres.run.start_checks), so a refused resume leaves the run's files
+exactly as they were; `train.train` repeats the check for callers that bypass Hydra.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seres.checkpoints import read_lightning_checkpoint
-from seres.config_checks import ConfigError
+from seres.run.checkpoints import read_lightning_checkpoint
+from seres.run.config_checks import ConfigError
 
+# The files that hold a run's results: kept when it is stopped, and never trained into without resume=true.
+RUN_RESULTS = ("last.ckpt", "best.ckpt", "best_model.pth", "metrics.json")
 # Where files are, how they load, the progress display and the switch itself may change on resume; nothing
 # that shapes the training may.
 MAY_CHANGE = ("resume", "output_dir", "data_dir", "paths.", "data.root", "data.num_workers", "progress")
+
+
+def run_overrides(overrides: Sequence[str]) -> list[str]:
+    """The command line's overrides that define a run: without `resume=`, which says how this process
+    starts it, not what it is (metrics.json's `overrides`, a sweep job's identity, trackers' run names)."""
+    return [item for item in overrides if not item.startswith("resume=")]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Use a trained model: load it from a run directory or a checkpoint, and classify image files.
 
-    python -m seres.predict cat.jpg dog.png --model outputs/2025-01-31/12-00-00
-    python -m seres.predict photos/*.jpg                # the newest run under outputs/ or multirun/
+    python -m seres.results.predict cat.jpg dog.png --model outputs/2025-01-31/12-00-00
+    python -m seres.results.predict photos/*.jpg                # the newest run under outputs/ or multirun/
 
 Prints the three most likely classes with their probabilities for each image. Images of any size and mode
 (PNG, JPEG, ...) are converted to RGB and resized to 32x32, the CIFAR-10 size.
@@ -23,10 +23,10 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from seres.checkpoints import CheckpointError, read_lightning_checkpoint, read_torch_file
 from seres.data import CLASSES, build_eval_transform
 from seres.model import RUNTIME_KEYS, SEResNet
 from seres.module import network_weights, tta_logits
+from seres.run.checkpoints import CheckpointError, read_lightning_checkpoint, read_torch_file
 
 # What a run directory offers, in order of preference: the Lightning checkpoint carries its own config.
 RUN_WEIGHTS = ("best.ckpt", "best_model.pth")
@@ -177,7 +177,7 @@ def top_classes(probabilities: Tensor, k: int = 3) -> list[list[tuple[str, float
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m seres.predict",
+        prog="python -m seres.results.predict",
         description="Print the 3 most likely CIFAR-10 classes for each image (any size; resized to 32x32).",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         model = load_trained_model(args.model if args.model is not None else newest_run_weights())
     except CheckpointError as error:
-        sys.exit(f"python -m seres.predict: {error}")
+        sys.exit(f"python -m seres.results.predict: {error}")
     images, problems = [], []
     for path in args.images:
         try:
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ImageReadError as error:
             problems.append(str(error))
     if problems:
-        sys.exit("python -m seres.predict: nothing predicted:\n  " + "\n  ".join(problems))
+        sys.exit("python -m seres.results.predict: nothing predicted:\n  " + "\n  ".join(problems))
     print(f"model: {model.source}", file=sys.stderr)
     probabilities = class_probabilities(model, torch.stack(images), args.tta, args.tta_translate)
     for path, top in zip(args.images, top_classes(probabilities), strict=True):

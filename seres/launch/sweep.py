@@ -4,8 +4,8 @@ Each job of a sweep runs `train.py` again as a single run in its own job directo
 Inside that child, Lightning's DDP launcher works exactly as for a plain run (its re-launched ranks see no
 `-m` and no sweep), a crash stays inside its job, and a rerun of the same sweep finds each job's files.
 
-    python -m seres.sweep chosen SWEEP_DIR   # the overrides of the job chosen on validation, for new seeds
-    python train.py -m $(python -m seres.sweep chosen runs/fast-grid) seed=0,1,2
+    python -m seres.launch.sweep chosen SWEEP_DIR   # the overrides of the job chosen on validation
+    python train.py -m $(python -m seres.launch.sweep chosen runs/fast-grid) seed=0,1,2
 """
 
 import argparse
@@ -23,8 +23,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from seres.atomic import write_json
-from seres.report import percent
+from seres.records.atomic import write_json
+from seres.records.report import percent
+from seres.run.resume import run_overrides
+from seres.run.slurm import is_first_slurm_task
 
 log = logging.getLogger("seres")
 
@@ -41,15 +43,9 @@ def read_metrics(job_dir: Path) -> dict[str, Any] | None:
 def completed_metrics(job_dir: Path, overrides: Sequence[str]) -> dict[str, Any] | None:
     """The metrics of the completed run of `overrides` in `job_dir`, or None if it has yet to complete."""
     finished = read_metrics(job_dir)
-    wanted = [item for item in overrides if not item.startswith("resume=")]
-    if finished is not None and finished.get("status") == "completed" and finished.get("overrides") == wanted:
-        return finished
+    if finished is not None and finished.get("status") == "completed":
+        return finished if finished.get("overrides") == run_overrides(overrides) else None
     return None
-
-
-def first_task() -> bool:
-    """False in the other tasks of a multi-task SLURM job: there, the job's first task records the outcome."""
-    return os.environ.get("SLURM_PROCID", "0") == "0"
 
 
 def run_child(command: list[str], env: dict[str, str], cpus: list[int] | None) -> int:
@@ -89,13 +85,13 @@ def run_job(
     """Run one sweep job as `python script overrides...` in `job_dir`, unless it already finished.
 
     The run gets `env` added to its environment and runs on `cpus` (None: all), its share of the machine
-    when jobs run side by side (seres.device_slots).
+    when jobs run side by side (seres.launch.device_slots).
 
     A job whose metrics.json says "completed" with the same overrides is skipped; an interrupted one
     resumes from its last.ckpt (`resume=true`). A job that fails gets a metrics.json with status "failed"
     and its exit code.
     """
-    wanted = [item for item in overrides if not item.startswith("resume=")]
+    wanted = run_overrides(overrides)
     finished = read_metrics(job_dir)
     if finished is not None and finished.get("overrides") != wanted:
         # Resuming another job's last.ckpt would pass its result off as this one's; its files stay.
@@ -104,9 +100,9 @@ def run_job(
             f"({' '.join(finished.get('overrides') or [])}); give this sweep a new hydra.sweep.dir"
         )
         return {"status": "other settings", "best_val_acc": None, "test_acc": None}
-    if finished is not None and finished.get("status") == "completed":
+    if (completed := completed_metrics(job_dir, overrides)) is not None:
         log.info(f"job {job_dir.name} already completed, skipping it: {' '.join(overrides)}")
-        return finished
+        return completed
     command = [
         sys.executable,
         str(script),
@@ -118,7 +114,7 @@ def run_job(
     ]
     returncode = run_child(command, env or {}, cpus)
     metrics = read_metrics(job_dir)
-    if (returncode == 0 and metrics is not None) or not first_task():
+    if (returncode == 0 and metrics is not None) or not is_first_slurm_task():
         return metrics or {"status": "failed", "returncode": returncode, "best_val_acc": None}
     # Recorded with its overrides, so that a rerun of the sweep recognises (and retries) this job.
     failed = {"status": "failed", "returncode": returncode, "overrides": wanted, "best_val_acc": None}
@@ -183,7 +179,7 @@ def chosen_overrides(sweep_dir: Path) -> tuple[list[str], str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seres.sweep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m seres.launch.sweep", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     chosen = commands.add_parser("chosen", help="print the overrides of the job chosen on validation")
     chosen.add_argument("sweep_dir", type=Path)

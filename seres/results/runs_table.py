@@ -1,7 +1,7 @@
 """A markdown table of finished runs, made from the runs' own files, so that no row can disagree with its run.
 
-    python -m seres.runs_table docs/results/cpu-fast-screen/*/
-    python -m seres.runs_table --eval RUN_DIR/eval_val*/     # eval.py's results: one row per evaluation
+    python -m seres.results.runs_table docs/results/cpu-fast-screen/*/
+    python -m seres.results.runs_table --eval RUN_DIR/eval_val*/   # eval.py's results: a row an evaluation
 
 One row a run directory: its path as given, the overrides it was given (those common to every row are
 printed once, above the table), the global batch size and peak learning rate it recorded, optimizer steps,
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from seres.report import HISTORY_FILE, ReportError, percent, read_history, read_json
-from seres.sweep_summary import markdown_table
+from seres.launch.sweep_summary import markdown_table
+from seres.records.report import HISTORY_FILE, ReportError, percent, read_history, read_json
 
 HEADER = [
     "run",
@@ -108,7 +108,9 @@ def eval_row(eval_dir: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seres.runs_table", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m seres.results.runs_table", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("run_dirs", type=Path, nargs="+", help="directories of finished runs")
     parser.add_argument("--eval", action="store_true", help="the directories are eval.py's output_dirs")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Start-up checks of a run's settings: a bad value stops the run before any work, naming key and fix.
 
 Takes the resolved config as a plain dict (no Hydra needed). What these checks leave to Hydra: unknown
-group options (e.g. scheduler=linear), values of the wrong type and unknown keys (seres/config_schema.py).
+group options (e.g. scheduler=linear), values of the wrong type and unknown keys (seres/run/config_schema.py).
 Here: ranges, choices among names, and rules between keys.
 """
 
@@ -108,21 +108,26 @@ def check_data(config: dict[str, Any]) -> None:
     )
 
 
+def uses_gpu(accelerator: str) -> bool:
+    """Whether `trainer.accelerator` trains on a GPU on this machine."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def check_devices(config: dict[str, Any]) -> None:
     """More devices than this machine has: Lightning would fail later, or start far too many processes."""
     trainer = config["trainer"]
     devices, accelerator = trainer.get("devices", 1), str(trainer.get("accelerator", "auto"))
     if not isinstance(devices, int) or devices < 1:
         return  # "auto", -1 and device lists are resolved by Lightning itself
-    uses_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    available = torch.cuda.device_count() if uses_gpu else (os.cpu_count() or 1)
-    if uses_gpu and available == 0:
+    on_gpu = uses_gpu(accelerator)
+    available = torch.cuda.device_count() if on_gpu else (os.cpu_count() or 1)
+    if on_gpu and available == 0:
         # e.g. experiment=fast or trainer=gpu on a laptop
         raise ConfigError(
             f"trainer.accelerator={accelerator!r} is not allowed: this machine has no GPU that torch can "
             "use; run on the CPU with trainer=cpu"
         )
-    kind = "GPUs" if uses_gpu else "CPU cores"
+    kind = "GPUs" if on_gpu else "CPU cores"
     _require(
         devices <= available,
         "trainer.devices",

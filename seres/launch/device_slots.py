@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from seres.config_checks import ConfigError
+from seres.run.config_checks import ConfigError
 
 LOCK_DIR = ".device_slots"
 

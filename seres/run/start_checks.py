@@ -2,7 +2,7 @@
 
 Hydra creates the run directory, its `.hydra/` files and `train.log` before train.py's task function
 starts, and rewrites `.hydra/` of a run being resumed. So these checks run earlier, as a Hydra callback
-(`StartChecks`, enabled in conf/hydra/default.yaml): the settings (seres.config_checks), the dataset files
+(`StartChecks`, enabled in conf/hydra/default.yaml): the settings (seres.run.config_checks), the dataset files
 already present, and a resume under the run's own settings. train.train repeats the settings check.
 """
 
@@ -16,19 +16,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from seres.atomic import DiskFullError
-from seres.auto_settings import resolve_auto
 from seres.callbacks import NonFiniteLossError
-from seres.checkpoints import CheckpointError
-from seres.config_checks import ConfigError, check_config
 from seres.data import CIFAR10Error, find_cifar10, require_room_for_cifar10
-from seres.interrupts import RunInterrupted
-from seres.resume import require_same_settings
-from seres.slurm import check_slurm_tasks, leave_run_files_to_the_first_task
-from seres.trackers import require_trackers
+from seres.records.atomic import DiskFullError
+from seres.run.auto_settings import resolve_auto
+from seres.run.checkpoints import CheckpointError
+from seres.run.config_checks import ConfigError, check_config
+from seres.run.interrupts import RunInterrupted
+from seres.run.resume import RUN_RESULTS, require_same_settings
+from seres.run.slurm import check_slurm_tasks, leave_run_files_to_the_first_task
+from seres.run.trackers import require_trackers
 
-# What a run leaves that another run must not replace.
-RUN_RESULTS = ("last.ckpt", "best.ckpt", "best_model.pth", "metrics.json")
 # Errors a user can fix from the message alone: printed as one line, without a traceback.
 USER_ERRORS = (ConfigError, CIFAR10Error, CheckpointError, NonFiniteLossError, DiskFullError, RunInterrupted)
 

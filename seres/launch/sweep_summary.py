@@ -16,8 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from seres.atomic import write_json
-from seres.sweep import collect_jobs
+from seres.launch.sweep import collect_jobs
+from seres.records.atomic import write_json
 
 log = logging.getLogger("seres")
 

@@ -6,8 +6,9 @@ types every group below them; the scheduler options, whose keys differ, each tak
 command-line values are converted or refused by OmegaConf: `model.layer4=no` becomes false, `tta=maybe` and
 `model.widths=[32,abc]` are refused. A schema lists its group's keys, so a misspelt key is refused too.
 Allowed values beyond the type (ranges, choices such as data.pipeline, rules between keys) are checked in one
-place, seres/config_checks.py, before a run starts; constructors still check their own arguments for callers
-from Python. Trainer, callbacks and loggers stay open mappings: their keys are Lightning's and the classes'.
+place, seres/run/config_checks.py, before a run starts; constructors still check their own arguments for
+callers from Python. Trainer, callbacks and loggers stay open mappings: their keys are Lightning's and the
+classes'.
 """
 
 from dataclasses import dataclass, field, fields, make_dataclass

@@ -16,8 +16,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 
-from seres.atomic import write_json
-from seres.config_checks import ConfigError
+from seres.records.atomic import write_json
+from seres.run.config_checks import ConfigError
 
 # Logger class name -> (its option in conf/logger, which is also the project's extra; the package it needs).
 TRACKERS = {"MLFlowLogger": ("mlflow", "mlflow"), "WandbLogger": ("wandb", "wandb")}

@@ -2,7 +2,7 @@
 
 train.py writes it at the end of every run; regenerate it (e.g. after editing this file) with
 
-    python -m seres.report RUN_DIR
+    python -m seres.records.report RUN_DIR
 
 It reads only files the run left behind: epochs.csv (one row per epoch, from seres.callbacks.EpochSummary),
 confusion.json and mistakes.png (from seres.callbacks.TestFigures), metrics.json and .hydra/. The figure
@@ -253,7 +253,7 @@ def write_report(run_dir: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m seres.report",
+        prog="python -m seres.records.report",
         description="(Re)write curves.png, confusion.png and report.md in a run directory.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="e.g. outputs/2025-01-31/12-00-00")
@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         report = write_report(args.run_dir)
     except (ReportError, OSError) as error:
-        sys.exit(f"python -m seres.report: {error}")
+        sys.exit(f"python -m seres.records.report: {error}")
     print(report)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from seres.slurm import gpus_per_node
+from seres.run.resume import run_overrides
+from seres.run.slurm import gpus_per_node
 
 RUN_SUFFIX = secrets.token_hex(3)  # 16.7 million values: a clash needs the same second and this draw
 
@@ -24,7 +25,7 @@ def tracker_run_name() -> str | None:
     if not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
-    overrides = [item for item in hydra.overrides.task if not item.startswith("resume=")]
+    overrides = run_overrides(hydra.overrides.task)
     return " ".join(overrides) or Path(hydra.runtime.output_dir).name
 
 

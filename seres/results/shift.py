@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from seres.data import CLASSES
 from seres.data.shift_sets import SEVERITIES, cifar10_c_corruptions, load_cifar10_1, load_cifar10_c
 from seres.module import ClassifierModule
-from seres.report import percent, save_figure
+from seres.records.report import percent, save_figure
 
 # The run's evaluation transform (uint8 images to normalised floats) and eval.py's batch size.
 Inputs = tuple[Callable[[Tensor], Tensor], int]

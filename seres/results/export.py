@@ -1,10 +1,10 @@
 """Export a trained model to ONNX or TorchScript, for use without this code base.
 
-    python -m seres.export RUN_DIR --format onnx          # writes RUN_DIR/model.onnx
-    python -m seres.export RUN_DIR --format torchscript   # writes RUN_DIR/model.torchscript.pt
+    python -m seres.results.export RUN_DIR --format onnx          # writes RUN_DIR/model.onnx
+    python -m seres.results.export RUN_DIR --format torchscript   # writes RUN_DIR/model.torchscript.pt
 
-RUN_DIR may also be a .ckpt or a best_model.pth (see seres.predict.load_trained_model). The exported model
-takes float32 RGB images scaled to [0, 1], shape (N, 3, 32, 32) for any N, and returns (N, 10) logits in
+RUN_DIR may also be a .ckpt or a best_model.pth (see seres.results.predict.load_trained_model). The exported
+model takes float32 RGB images scaled to [0, 1], shape (N, 3, 32, 32) for any N, and returns (N, 10) logits in
 the order of seres.data.CLASSES: the run's normalisation is built in. After writing, the file is loaded
 back and its outputs compared with the PyTorch model's (for ONNX, when onnxruntime is installed).
 ONNX export needs the `onnx` and `onnxscript` packages: pip install -e '.[export]'.
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from seres.checkpoints import CheckpointError
-from seres.predict import TrainedModel, load_trained_model
+from seres.results.predict import TrainedModel, load_trained_model
+from seres.run.checkpoints import CheckpointError
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 # Float32 kernels may sum in another order than PyTorch's; anything beyond this is a wrong export.
@@ -113,7 +113,7 @@ def export(model: TrainedModel, file_format: str, destination: Path) -> float | 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m seres.export",
+        prog="python -m seres.results.export",
         description="Export a trained model (input: float32 RGB in [0, 1], (N, 3, 32, 32); output: logits).",
     )
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="run directory, .ckpt or best_model.pth")
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         destination = args.output or model.source.parent / FORMATS[args.format]
         difference = export(model, args.format, destination)
     except (CheckpointError, ExportError) as error:
-        sys.exit(f"python -m seres.export: {error}")
+        sys.exit(f"python -m seres.results.export: {error}")
     check = (
         "not checked: onnxruntime is not installed"
         if difference is None

@@ -13,8 +13,7 @@ from typing import Any
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, open_dict, read_write
 
-from seres.config_checks import ConfigError
-from seres.sweep import first_task
+from seres.run.config_checks import ConfigError
 
 
 def gpus_per_node(accelerator: str, devices: Any) -> Any:
@@ -23,11 +22,16 @@ def gpus_per_node(accelerator: str, devices: Any) -> Any:
     return None if str(accelerator) == "cpu" else devices
 
 
+def is_first_slurm_task() -> bool:
+    """False in the other tasks of a multi-task SLURM job: there, the job's first task records the outcome."""
+    return os.environ.get("SLURM_PROCID", "0") == "0"
+
+
 def leave_run_files_to_the_first_task(config: DictConfig) -> None:
     """In a later task of a multi-task SLURM job, write no .hydra/ and log to <job name>_slurm_task_N.log, as
     Lightning's own DDP launcher has its ranks do: the run directory's train.log and .hydra/ are the first
     task's alone, not interleaved lines of every task. `config` is Hydra's, before it makes the directory."""
-    if first_task():
+    if is_first_slurm_task():
         return
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra.output_subdir = None

@@ -16,8 +16,8 @@ resolved values are what the checkpoint records.
 import torch
 from omegaconf import DictConfig, open_dict
 
-from seres.config_checks import CIFAR10_TRAIN_IMAGES
-from seres.cpu_features import has_native_bf16
+from seres.run.config_checks import CIFAR10_TRAIN_IMAGES, uses_gpu
+from seres.run.cpu_features import has_native_bf16
 
 AUTO = "auto"
 # Measured on a 2-core AMD EPYC (Zen 4) CPU (docs/benchmarks.md): compiling the paper's network takes 65 s,
@@ -26,10 +26,6 @@ AUTO = "auto"
 # own, and the gain varies between runs. In fp32 the compiled step was 1% faster on that CPU and 7% slower on
 # one without native bf16.
 CPU_COMPILE_REPAID_AFTER_IMAGES = 200_000
-
-
-def uses_gpu(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def choose_precision(accelerator: str) -> tuple[str, str]:

@@ -1,0 +1,51 @@
+"""The package's layers (README, Layout): what each part of seres may import."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SERES = Path(__file__).resolve().parents[1] / "seres"
+EXPERIMENT = ("model", "module", "data", "callbacks")
+# From the bottom up: a layer imports nothing of the layers above it.
+LAYERS = ["records", "experiment", "run", "launch", "results"]
+PACKAGES = {"experiment": EXPERIMENT}  # the other layers are one subpackage each, of their name
+
+
+def files(layer: str) -> list[Path]:
+    found = []
+    for name in PACKAGES.get(layer, (layer,)):
+        module = SERES / f"{name}.py"
+        found += [module] if module.is_file() else sorted((SERES / name).rglob("*.py"))
+    return found
+
+
+def seres_imports(path: Path) -> set[str]:
+    """The seres modules `path` imports, as dotted names."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name.startswith("seres.")}
+
+
+@pytest.mark.parametrize("layer", LAYERS[:-1])
+def test_imports_never_run_up_the_layers(layer):
+    above = LAYERS[LAYERS.index(layer) + 1 :] + ["bench"]
+    forbidden = tuple(f"seres.{name}" for upper in above for name in PACKAGES.get(upper, (upper,)))
+    wrong = sorted(
+        f"{path.relative_to(SERES)} imports {name}"
+        for path in files(layer)
+        for name in seres_imports(path)
+        if name.startswith(forbidden)
+    )
+    assert not wrong, wrong
+
+
+def test_the_package_holds_the_two_core_modules_and_the_layers_subpackages():
+    top = {path.name for path in SERES.iterdir() if path.suffix == ".py"}
+    packages = {path.name for path in SERES.iterdir() if (path / "__init__.py").is_file()}
+    assert top == {"__init__.py", "model.py", "module.py"}
+    assert packages == {"records", "data", "callbacks", "run", "launch", "results", "bench"}
