@@ -111,6 +111,22 @@ def test_changed_byte_is_refused_naming_the_file(checked_bin_root: Path, no_netw
     assert len(load_cifar10(checked_bin_root, verify=False)["train"][1]) == 50  # opt-out still loads
 
 
+def test_each_file_is_read_for_its_md5_once_until_it_changes(
+    checked_bin_root: Path, monkeypatch: pytest.MonkeyPatch, no_network_sources
+) -> None:
+    read = []
+    monkeypatch.setattr(files, "file_digest", lambda path: read.append(Path(path).name) or md5_of(Path(path)))
+    for _ in range(3):  # as a run's start checks, prepare_data and setup do
+        load_cifar10(checked_bin_root)
+    assert sorted(read) == sorted(BIN_NAMES)
+    path = checked_bin_root / "cifar-10-batches-bin" / "data_batch_3.bin"
+    payload = bytearray(path.read_bytes())
+    payload[1234] ^= 0xFF
+    path.write_bytes(payload)  # same size, a new modification time: read again, and refused
+    with pytest.raises(CIFAR10Error, match=r"data_batch_3\.bin has MD5"):
+        load_cifar10(checked_bin_root)
+
+
 def test_truncated_file_is_refused(checked_bin_root: Path, no_network_sources) -> None:
     path = checked_bin_root / "cifar-10-batches-bin" / "test_batch.bin"
     path.write_bytes(path.read_bytes()[:-100])
