@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from seres.callbacks import RunMeasure
 from seres.launch.device_slots import job_devices
 from seres.launch.sweep import run_job
 from seres.model import RUNTIME_KEYS, count_parameters
@@ -200,7 +201,7 @@ def run_metrics(
     }
     for callback in trainer.callbacks:
         # Callbacks that measure the run (e.g. TimeToAccuracy) add their numbers to metrics.json.
-        if hasattr(callback, "run_metrics"):
+        if isinstance(callback, RunMeasure):
             metrics.update(callback.run_metrics())
     return metrics
 

@@ -45,8 +45,8 @@ fast)
     # with data.root and the extra overrides among its own.
     "$python" train.py -m experiment=fast hparams_search=fast_grid "data.root=$data" "${extra[@]}" \
         "hydra.sweep.dir=$out/grid"
-    chosen=$("$python" -m seres.sweep chosen "$out/grid")
-    eval "chosen=($chosen)"  # printed shell-quoted by seres.sweep
+    chosen=$("$python" -m seres.launch.sweep chosen "$out/grid")
+    eval "chosen=($chosen)"  # printed shell-quoted by seres.launch.sweep
     seeds_of "$out/seeds" "${chosen[@]}"
     ;;
 best | seed_paper)

@@ -87,7 +87,7 @@ def test_set_epoch_makes_order_and_augmentation_a_function_of_seed_and_epoch(fak
     assert not torch.equal(first_batch(3, rank=1)[0], images)
 
 
-def test_gpu_pipeline_replaces_only_the_train_loader(fake_cifar_bin: Path, monkeypatch) -> None:
+def test_device_pipeline_replaces_only_the_train_loader(fake_cifar_bin: Path, monkeypatch) -> None:
     module = make_module(fake_cifar_bin, pipeline="device")
     monkeypatch.setattr(module, "_device_train_loader", lambda: "device loader")
     assert module.train_dataloader() == "device loader"

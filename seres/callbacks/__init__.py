@@ -10,6 +10,7 @@ from seres.callbacks.monitor import TrainingMonitor
 from seres.callbacks.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from seres.callbacks.patch_whitening import PatchWhitening
 from seres.callbacks.progress import ProgressBar
+from seres.callbacks.run_measure import RunMeasure
 from seres.callbacks.test_figures import TestFigures
 from seres.callbacks.time_to_accuracy import TimeToAccuracy
 from seres.callbacks.training_compute import TrainingCompute
@@ -20,6 +21,7 @@ __all__ = [
     "NonFiniteLossError",
     "PatchWhitening",
     "ProgressBar",
+    "RunMeasure",
     "StopOnNonFiniteLoss",
     "TestFigures",
     "TimeToAccuracy",

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.nn.utils import get_total_norm
 
-from seres.callbacks.cadence import is_logging_step
+from seres.callbacks.log_steps import is_logging_step
 
 
 class TrainingMonitor(L.Callback):

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from seres.callbacks.cadence import is_logging_step
+from seres.callbacks.log_steps import is_logging_step
 
 
 class NonFiniteLossError(RuntimeError):

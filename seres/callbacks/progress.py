@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from rich.file_proxy import FileProxy
 
-from seres.callbacks.cadence import is_logging_step
+from seres.callbacks.log_steps import is_logging_step
 
 
 class ProgressBar(RichProgressBar):

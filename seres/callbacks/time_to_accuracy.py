@@ -6,11 +6,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from seres.callbacks.kept_state import KeptState
+from seres.callbacks.run_measure import RunMeasure
 from seres.callbacks.training_compute import TrainingCompute
 
 
-class TimeToAccuracy(KeptState, L.Callback):
+class TimeToAccuracy(RunMeasure):
     """Training wall time until validation accuracy first reaches `target`, for time-to-accuracy recipes.
 
     Counts only training (validation is excluded) and starts after the first training step, so one-time
@@ -19,7 +19,7 @@ class TimeToAccuracy(KeptState, L.Callback):
     callbacks (the default), also the training FLOPs spent by then. `run_metrics()` goes to metrics.json.
     """
 
-    KEPT = ("train_seconds", "seconds_to_target", "epoch_at_target", "flops_to_target")
+    COUNTERS = ("train_seconds", "seconds_to_target", "epoch_at_target", "flops_to_target")
 
     def __init__(self, target: float = 0.94) -> None:
         self.target = target

@@ -5,10 +5,10 @@ from typing import Any
 import lightning as L
 
 from seres.callbacks.flop_count import train_step_flops
-from seres.callbacks.kept_state import KeptState
+from seres.callbacks.run_measure import RunMeasure
 
 
-class TrainingCompute(KeptState, L.Callback):
+class TrainingCompute(RunMeasure):
     """Counts the training images of all processes and multiplies them by the network's FLOPs per image.
 
     The FLOPs per image of a training step are counted once, on the network itself, at the start of the fit
@@ -16,7 +16,7 @@ class TrainingCompute(KeptState, L.Callback):
     `train_flops`.
     """
 
-    KEPT = ("flops_per_image", "train_images")
+    COUNTERS = ("flops_per_image", "train_images")
 
     def __init__(self) -> None:
         self.flops_per_image: float | None = None
