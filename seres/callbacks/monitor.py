@@ -14,7 +14,8 @@ class TrainingMonitor(L.Callback):
     """Every `log_every_n_steps` steps: the gradient norm before clipping and the training throughput.
 
     Logs `train/grad_norm` (computed only on those steps) and `train/images_per_sec` (all processes together,
-    over the steps since the last value; it includes data loading, but never validation).
+    over the steps since the last value; it includes data loading, but never validation). The progress bar
+    shows the same figure: the run has one measure of its speed.
     """
 
     def __init__(self) -> None:
@@ -48,5 +49,5 @@ class TrainingMonitor(L.Callback):
         if self._logging_step:
             now = time.perf_counter()
             rate = self._images * trainer.world_size / max(now - self._window_start, 1e-9)
-            pl_module.log("train/images_per_sec", rate, on_step=True, on_epoch=False)
+            pl_module.log("train/images_per_sec", rate, on_step=True, on_epoch=False, prog_bar=True)
             self._images, self._window_start = 0, now

@@ -2,7 +2,6 @@
 
 import logging
 import sys
-import time
 from typing import Any
 
 import lightning as L
@@ -16,7 +15,8 @@ class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar, plus training images/s and the latest training loss.
 
     `enabled=False` (config `progress=false`) shows nothing, for logs; EpochSummary's line stays either way.
-    The loss is read at the `log_every_n_steps` cadence only, so the bar adds no per-step synchronisation.
+    The images/s are TrainingMonitor's `train/images_per_sec`, shown as `img/s`. The loss is read at the
+    `log_every_n_steps` cadence only, so the bar adds no per-step synchronisation.
     """
 
     def __init__(self, enabled: bool = True, **kwargs: Any) -> None:
@@ -24,9 +24,6 @@ class ProgressBar(RichProgressBar):
         if not enabled:
             self.disable()
         self._rerouted: dict[logging.StreamHandler, Any] = {}
-        self._images = 0
-        self._epoch_start = 0.0
-        self._rate: float | None = None
         self._loss: float | None = None
         self._logging_step = False
 
@@ -67,10 +64,6 @@ class ProgressBar(RichProgressBar):
         super().on_exception(trainer, pl_module, exception)
         self._restore_console_logs()
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        self._images, self._epoch_start = 0, time.perf_counter()
-
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -79,23 +72,16 @@ class ProgressBar(RichProgressBar):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.is_enabled:
-            self._record_throughput_and_loss(trainer, outputs, batch)
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    def _record_throughput_and_loss(self, trainer: L.Trainer, outputs: Any, batch: Any) -> None:
-        # Host timestamps (no device sync per step); measured here, so that the validation at the end of
-        # the epoch does not lower the figure.
-        self._images += len(batch[0]) * trainer.world_size
-        self._rate = self._images / max(time.perf_counter() - self._epoch_start, 1e-9)
-        if self._logging_step and isinstance(outputs, dict) and "loss" in outputs:
+        if self.is_enabled and self._logging_step and isinstance(outputs, dict) and "loss" in outputs:
             self._loss = float(outputs["loss"])
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)  # the logger's version: always "" here
         if self._loss is not None:
             items["loss"] = self._loss
-        if self._rate is not None:
-            items["img/s"] = f"{self._rate:.0f}"
+        rate = items.pop("train/images_per_sec", None)
+        if rate is not None:
+            items["img/s"] = f"{float(rate):.0f}"
         return items
