@@ -44,6 +44,18 @@ def test_single_run_leaves_every_artefact(single_run):
     assert metrics["fit_seconds"] > 0
 
 
+def test_last_ckpt_holds_the_last_epoch_also_when_it_did_not_improve_the_best(fake_cifar_bin, tmp_path):
+    # A learning rate and a BatchNorm momentum of 1e-12: every epoch validates exactly as the first,
+    # so only the first one is the best.
+    frozen = ["optimizer.lr=1e-12", "model.bn_momentum=1e-12", "trainer.max_epochs=3", "test=false"]
+    run_train(*TINY, *fake_data(fake_cifar_bin), *frozen, f"hydra.run.dir={tmp_path}")
+    val_accs = {row.split(",")[4] for row in (tmp_path / "epochs.csv").read_text().splitlines()[1:]}
+    assert len(val_accs) == 1, val_accs
+    names = ("best.ckpt", "last.ckpt")
+    epoch = {name: torch.load(tmp_path / name, weights_only=False)["epoch"] for name in names}
+    assert epoch == {"best.ckpt": 0, "last.ckpt": 2}  # what resume=true continues is the third epoch's end
+
+
 def test_event_files_hold_scalars_and_the_hparams_entry(single_run):
     events = read_events(single_run)
     scalars = set(events.Tags()["scalars"])
