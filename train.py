@@ -38,7 +38,7 @@ from seres.run.checkpoints import read_lightning_checkpoint
 from seres.run.config_checks import ConfigError, check_config
 from seres.run.interrupts import stops_cleanly
 from seres.run.resume import require_same_settings, run_overrides
-from seres.run.run_names import register_resolvers
+from seres.run.run_names import command_overrides, register_resolvers
 from seres.run.slurm import slurm_plugins
 from seres.run.start_checks import USER_ERRORS, exit_with
 from seres.run.trackers import KeepTrackerRuns, attach_run_files, continued_run, holds_params
@@ -280,15 +280,15 @@ def main(cfg: DictConfig) -> float | None:
         # Each sweep job is a complete single run in a child process (see seres/launch/sweep.py).
         job_dir = Path(hydra_cfg.runtime.output_dir)
         try:
-            overrides = list(hydra_cfg.overrides.task)
+            overrides = command_overrides(hydra_cfg.overrides.task)
             with job_devices(Path(hydra_cfg.sweep.dir), **parallel_jobs(hydra_cfg, cfg)) as (env, cpus):
                 metrics = run_job(Path(__file__).resolve(), overrides, job_dir, env, cpus)
         except USER_ERRORS as error:
             exit_with(error)
     else:
         try:
-            require_shared_run_dir(list(hydra_cfg.overrides.hydra))
-            metrics = train(cfg, list(hydra_cfg.overrides.task))
+            require_shared_run_dir(command_overrides(hydra_cfg.overrides.hydra))
+            metrics = train(cfg, command_overrides(hydra_cfg.overrides.task))
         except USER_ERRORS as error:
             exit_with(error)
     # Hydra sweepers (e.g. Optuna) optimise the returned value.

@@ -25,8 +25,18 @@ def read_events(run_dir: Path) -> EventAccumulator:
 @pytest.fixture(scope="module")
 def single_run(fake_cifar_bin, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("single") / "run"
-    run_train(*TINY, *fake_data(fake_cifar_bin), "trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
+    three_epochs = ["trainer.max_epochs=3", INTERPOLATED, f"hydra.run.dir={run_dir}"]
+    run_train(*TINY, *fake_data(fake_cifar_bin), *three_epochs)
     return run_dir
+
+
+# An override whose value refers to another setting (here: the default value, written out).
+INTERPOLATED = "callbacks.epoch_summary.history_csv=${paths.output_dir}/epochs.csv"
+
+
+def test_metrics_json_records_the_overrides_as_typed_not_resolved(single_run):
+    overrides = json.loads((single_run / "metrics.json").read_text())["overrides"]
+    assert INTERPOLATED in overrides and str(single_run) not in " ".join(overrides)
 
 
 def test_single_run_leaves_every_artefact(single_run):

@@ -10,12 +10,19 @@ import secrets
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from seres.run.resume import run_overrides
 from seres.run.slurm import gpus_per_node
 
 RUN_SUFFIX = secrets.token_hex(3)  # 16.7 million values: a clash needs the same second and this draw
+
+
+def command_overrides(overrides: ListConfig) -> list[str]:
+    """Hydra's `overrides.task` or `overrides.hydra` as typed on the command line. Reading the list's items
+    would resolve interpolations in them: `x=${paths.output_dir}/y` would be recorded with this machine's
+    absolute path, and a sweep's child run would get its parent's value instead of its own."""
+    return list(OmegaConf.to_container(overrides, resolve=False))
 
 
 def tracker_run_name() -> str | None:
@@ -25,7 +32,7 @@ def tracker_run_name() -> str | None:
     if not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
-    overrides = run_overrides(hydra.overrides.task)
+    overrides = run_overrides(command_overrides(hydra.overrides.task))
     return " ".join(overrides) or Path(hydra.runtime.output_dir).name
 
 
