@@ -23,7 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from seres.callbacks import RunMeasure
@@ -88,8 +88,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = [
         instantiate(c, **continued_run(c, run_dir, cfg.resume)) for c in cfg.get("logger", {}).values() if c
     ]
-    if any(isinstance(logger, MLFlowLogger | WandbLogger) for logger in loggers):
-        callbacks.append(KeepTrackerRuns(run_dir))
+    callbacks.append(KeepTrackerRuns(run_dir))  # writes nothing without an MLflow or W&B logger
     # The configured plugins (conf/trainer), and under SLURM Lightning's SLURM environment without its own
     # requeueing (seres/run/slurm.py).
     plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + slurm_plugins()
