@@ -33,11 +33,10 @@ from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
 from seres.records.atomic import atomic_save, write_json
 from seres.records.report import percent, write_report
-from seres.run.auto_settings import resolve_auto
 from seres.run.checkpoints import read_lightning_checkpoint
-from seres.run.config_checks import ConfigError, check_config
+from seres.run.config_checks import ConfigError
 from seres.run.interrupts import stops_cleanly
-from seres.run.resume import require_same_settings, run_overrides
+from seres.run.resume import run_overrides
 from seres.run.run_names import command_overrides, register_resolvers
 from seres.run.slurm import slurm_plugins
 from seres.run.start_checks import USER_ERRORS, exit_with
@@ -79,9 +78,7 @@ def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer of `cfg`; `auto` settings become this machine's choices, in `cfg` too (logged)."""
-    for reason in resolve_auto(cfg):
-        log.info(reason)
+    """The Trainer of `cfg`, whose `auto` settings are resolved (seres.run.start_checks)."""
     run_dir = Path(cfg.paths.output_dir)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     # A resumed run continues its MLflow and W&B runs, whose ids KeepTrackerRuns keeps in the run directory.
@@ -141,9 +138,10 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Fit, test the best checkpoint, and write the run's artefacts. Returns the metrics (all ranks).
 
-    `overrides` (the command line's) are recorded in metrics.json so a sweep can recognise a finished job.
+    `cfg` is as seres.run.start_checks.StartChecks leaves it: checked, its `auto` settings resolved, a resume
+    under the run's own settings. `overrides` (the command line's) are recorded in metrics.json so a sweep
+    can recognise a finished job.
     """
-    check_config(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg)
@@ -167,10 +165,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The run's last.ckpt with resume=true (after checking its settings), else None: a new run."""
+    """The run's last.ckpt with resume=true, else None: a new run."""
     last = run_dir / "last.ckpt"
     if cfg.resume and last.is_file():
-        require_same_settings(last, cfg)
         log.info(f"resuming from {last}")
         return str(last)
     if cfg.resume:

@@ -51,6 +51,8 @@ REFUSED = [
         ["data.aug.flip_mode=sometimes"],
         "data.aug.flip_mode='sometimes' is not allowed: one of random|alternate",
     ),
+    (["data.aug.rotation=-5"], "data.aug.rotation must be a number >= 0 (0 = off), got -5.0"),
+    (["+data.aug.blur=1"], "unknown augmentation setting(s) data.aug.blur; allowed: crop_padding,"),
     (["ddp.batch=local"], "ddp.batch='local' is not allowed: one of per_device|global"),
     (["model.compile=maybe"], "model.compile='maybe' is not allowed: one of auto|true|false"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is not allowed: use a norm >= 0"),

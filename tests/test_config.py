@@ -8,15 +8,19 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from seres.model import count_parameters
+from seres.run.auto_settings import resolve_auto
 from train import build_module, build_network, build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_train(*overrides: str, output_dir: Path | None = None):
+    """The config train.py's task function gets: composed, its `auto` settings resolved (StartChecks)."""
     extra = [f"paths.output_dir={output_dir}"] if output_dir else ["paths.output_dir=/unused"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=[*extra, *overrides])
+        cfg = compose(config_name="train", overrides=[*extra, *overrides])
+    resolve_auto(cfg)
+    return cfg
 
 
 def group_options(group: str) -> list[str]:

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from interrupting import SLOW_STEPS, interrupt_in_epoch_2
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
-from train import train
+from seres.run.start_checks import check_settings
 
 pytestmark = pytest.mark.slow  # real runs in subprocesses
 
@@ -174,14 +174,14 @@ def test_an_absurd_learning_rate_stops_with_a_clear_message(data_root, tmp_path)
     ],
 )
 def test_bad_configs_are_refused_before_any_work(override, message, data_root, tmp_path):
-    # The composition and the start of train() as train.py runs them, in this process (the command line's
+    # The composition and the settings check as train.py runs them, in this process (the command line's
     # own path is the test above).
     run_dir = tmp_path / "refused"
     overrides = [*deterministic_run(data_root), override, f"paths.output_dir={run_dir}"]
     with pytest.raises(Exception) as refused:  # Hydra's errors and ours: the message is what counts
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides)
-        train(cfg)
+        check_settings(cfg)
     assert message in str(refused.value)
     assert not run_dir.exists()
 

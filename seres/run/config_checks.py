@@ -12,6 +12,7 @@ import torch
 
 from seres.data.batch_augment import FLIP_MODES, PADDING_MODES
 from seres.data.datamodule import PIPELINES
+from seres.data.transforms import Augmentation
 
 CIFAR10_TRAIN_IMAGES = 50_000
 
@@ -98,6 +99,10 @@ def check_data(config: dict[str, Any]) -> None:
         "loader: a DataLoader with worker processes), e.g. data.pipeline=device",
     )
     aug = config["data"].get("aug") or {}
+    try:  # keys added with `+data.aug.KEY=...` and ranges: Augmentation's own rules, checked before any work
+        Augmentation.coerce(aug)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     alternate = aug.get("flip") and aug.get("flip_mode") == "alternate"
     _require(
         not (alternate and pipeline == "loader"),

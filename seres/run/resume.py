@@ -1,7 +1,7 @@
 """`resume=true` continues a run only under the settings it started with.
 
 Checked before anything is written (seres.run.start_checks), so a refused resume leaves the run's files
-exactly as they were; `train.train` repeats the check for callers that bypass Hydra.
+exactly as they were.
 """
 
 from collections.abc import Sequence

@@ -1,12 +1,14 @@
-"""Checks before a run's directory is made: a refused start prints one message and writes nothing.
+"""The start of a run, before its directory is made: a refused start prints one message and writes nothing.
 
 Hydra creates the run directory, its `.hydra/` files and `train.log` before train.py's task function
-starts, and rewrites `.hydra/` of a run being resumed. So these checks run earlier, as a Hydra callback
-(`StartChecks`, enabled in conf/hydra/default.yaml): the settings (seres.run.config_checks), the dataset files
-already present, and a resume under the run's own settings. train.train repeats the settings check.
+starts, and rewrites `.hydra/` of a run being resumed. So a run's start is checked earlier, once, by a Hydra
+callback (`StartChecks`, enabled in conf/hydra/default.yaml): the settings (seres.run.config_checks), the
+`auto` settings resolved (seres.run.auto_settings), the dataset files already present, and a resume under the
+run's own settings. train.train takes the config as StartChecks leaves it.
 """
 
 import copy
+import logging
 import os
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ from seres.run.resume import RUN_RESULTS, require_same_settings
 from seres.run.slurm import check_slurm_tasks, leave_run_files_to_the_first_task
 from seres.run.trackers import require_trackers
 
+log = logging.getLogger("seres")
 # Errors a user can fix from the message alone: printed as one line, without a traceback.
 USER_ERRORS = (ConfigError, CIFAR10Error, CheckpointError, NonFiniteLossError, DiskFullError, RunInterrupted)
 
@@ -52,13 +55,16 @@ def require_unused(run_dir: Path) -> None:
         )
 
 
-def check_start(cfg: DictConfig, run_dir: Path) -> None:
-    """Raise one of USER_ERRORS if the run `cfg` in `run_dir` cannot start as asked."""
+def check_settings(cfg: DictConfig) -> None:
+    """Raise ConfigError if a setting of `cfg` is not allowed, or not possible on this machine."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     check_config(settings)
     require_trackers(settings)
     check_slurm_tasks()
-    resolve_auto(cfg)  # as train.py will, so that a resume compares the settings the run used
+
+
+def check_run_files(cfg: DictConfig, run_dir: Path) -> None:
+    """Raise one of USER_ERRORS if the data or `run_dir` keep the run `cfg` (auto resolved) from starting."""
     # Files that are there but damaged; missing ones are fetched later by the DataModule, if they can be.
     if find_cifar10(cfg.data.root, verify=cfg.data.verify) is None:
         require_room_for_cifar10(cfg.data.root)
@@ -75,12 +81,25 @@ def exit_with(error: BaseException) -> None:
 
 
 class StartChecks(Callback):
-    """Hydra callback: refuse a run that cannot start, before Hydra writes anything of it."""
+    """Hydra callback: refuse a run that cannot start, before Hydra writes anything of it, and resolve its
+    `auto` settings, saying why once the run's log is open."""
+
+    def __init__(self) -> None:
+        self.auto_reasons: list[str] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         leave_run_files_to_the_first_task(config)
+        run_dir = Path(config.hydra.run.dir)
         try:
-            check_start(task_config(config, Path(config.hydra.run.dir)), Path(config.hydra.run.dir))
+            check_settings(task_config(config, run_dir))
+            # In Hydra's own config, from which it makes the job's: the job, .hydra/config.yaml and the
+            # checkpoints all hold the choice made here.
+            self.auto_reasons = resolve_auto(config)
+            check_run_files(task_config(config, run_dir), run_dir)
         except USER_ERRORS as error:
             # Hydra turns a callback's exception into a warning and would go on; stop here instead.
             exit_with(error)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        for reason in self.auto_reasons:  # train.log exists from here on
+            log.info(reason)
