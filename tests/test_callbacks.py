@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from seres import callbacks
-from seres.callbacks import EpochSummary, ProgressBar, TrainingMonitor
+from seres.callbacks import EpochSummary, GradientNorm, ProgressBar, TrainingCompute
 from seres.callbacks.flop_count import train_step_flops
 from seres.data import CLASSES
 from seres.model import SEResNet
@@ -46,7 +46,7 @@ def scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 
 class ClipReference(L.Callback):
-    """Runs after TrainingMonitor, before Lightning clips: torch's own measure of the gradient norm."""
+    """Runs after GradientNorm, before Lightning clips: torch's own measure of the gradient norm."""
 
     def __init__(self) -> None:
         self.norms: list[float] = []
@@ -59,7 +59,7 @@ class ClipReference(L.Callback):
 def test_gradient_norm_and_throughput_are_logged_at_the_log_cadence_before_clipping(tmp_path):
     reference = ClipReference()
     fit = trainer(
-        [TrainingMonitor(), reference],
+        [GradientNorm(), TrainingCompute(), reference],
         logger=TensorBoardLogger(tmp_path, name="", version=""),
         max_epochs=1,
         log_every_n_steps=2,
@@ -194,14 +194,14 @@ def test_test_figures_sum_the_counts_of_two_processes_that_split_the_images_unev
     assert_counts_the_known_pairs(results, tmp_path / "out")
 
 
-def test_progress_bar_shows_the_monitors_images_per_second_and_the_loss_and_is_silent_when_disabled(tmp_path):
-    shown, monitor = ProgressBar(), TrainingMonitor()
-    fit = trainer([shown, monitor], max_epochs=1, log_every_n_steps=1)
+def test_progress_bar_shows_the_logged_images_per_second_and_the_loss_and_is_silent_when_disabled(tmp_path):
+    shown = ProgressBar()
+    fit = trainer([shown, TrainingCompute()], max_epochs=1, log_every_n_steps=1)
     module = tiny_module()
     fit.fit(module, batches())
     items = shown.get_metrics(fit, module)
     assert isinstance(items["loss"], float) and "v_num" not in items
-    # One measure of speed: the bar shows the figure the monitor logs, under a short name.
+    # One measure of speed: the bar shows the figure TrainingCompute logs, under a short name.
     logged = float(fit.progress_bar_metrics["train/images_per_sec"])
     assert items["img/s"] == f"{logged:.0f}" and logged > 0 and "train/images_per_sec" not in items
 

@@ -6,7 +6,7 @@ logged at the trainer's `log_every_n_steps` cadence only, and time is measured w
 
 from seres.callbacks.ema import EMA
 from seres.callbacks.epoch_summary import EpochSummary
-from seres.callbacks.monitor import TrainingMonitor
+from seres.callbacks.grad_norm import GradientNorm
 from seres.callbacks.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from seres.callbacks.patch_whitening import PatchWhitening
 from seres.callbacks.progress import ProgressBar
@@ -18,6 +18,7 @@ from seres.callbacks.training_compute import TrainingCompute
 __all__ = [
     "EMA",
     "EpochSummary",
+    "GradientNorm",
     "NonFiniteLossError",
     "PatchWhitening",
     "ProgressBar",
@@ -26,5 +27,4 @@ __all__ = [
     "TestFigures",
     "TimeToAccuracy",
     "TrainingCompute",
-    "TrainingMonitor",
 ]

@@ -15,7 +15,7 @@ class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar, plus training images/s and the latest training loss.
 
     `enabled=False` (config `progress=false`) shows nothing, for logs; EpochSummary's line stays either way.
-    The images/s are TrainingMonitor's `train/images_per_sec`, shown as `img/s`. The loss is read at the
+    The images/s are TrainingCompute's `train/images_per_sec`, shown as `img/s`. The loss is read at the
     `log_every_n_steps` cadence only, so the bar adds no per-step synchronisation.
     """
 

@@ -1,19 +1,23 @@
-"""TrainingCompute: the training FLOPs a run spent (FLOPs per image x images trained on), for metrics.json."""
+"""TrainingCompute: the training images of a run, their rate (images/s) and the FLOPs they cost."""
 
+import time
 from typing import Any
 
 import lightning as L
 
 from seres.callbacks.flop_count import train_step_flops
+from seres.callbacks.log_steps import is_logging_step
 from seres.callbacks.run_measure import RunMeasure
 
 
 class TrainingCompute(RunMeasure):
-    """Counts the training images of all processes and multiplies them by the network's FLOPs per image.
+    """The one count of training images (all processes), and what is derived from it.
 
-    The FLOPs per image of a training step are counted once, on the network itself, at the start of the fit
-    (seres.callbacks.flop_count). `run_metrics()` goes to metrics.json: `flops_per_image`, `train_images`,
-    `train_flops`.
+    - Every `log_every_n_steps` steps, `train/images_per_sec` over the steps since the last value (it includes
+      data loading, never validation); the progress bar shows the same figure.
+    - `run_metrics()` for metrics.json: `train_images`, `flops_per_image` (a training step's FLOPs per image,
+      counted once on the network at the start of the fit, seres.callbacks.flop_count) and their product
+      `train_flops`. The count is kept in checkpoints, so a resumed run goes on counting.
     """
 
     COUNTERS = ("flops_per_image", "train_images")
@@ -21,6 +25,8 @@ class TrainingCompute(RunMeasure):
     def __init__(self) -> None:
         self.flops_per_image: float | None = None
         self.train_images = 0
+        self._window_images, self._window_start = 0, 0.0
+        self._logging_step = False
 
     @property
     def train_flops(self) -> float | None:
@@ -30,11 +36,28 @@ class TrainingCompute(RunMeasure):
         if self.flops_per_image is None:
             self.flops_per_image = train_step_flops(pl_module.net)["train_step_per_image"]
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._window_images, self._window_start = self.train_images, time.perf_counter()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._logging_step = is_logging_step(trainer)
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # A shape, not a value: no wait for the device. Every process trains on a batch of the same size.
         self.train_images += len(batch[0]) * trainer.world_size
+        if self._logging_step:
+            self._log_rate(pl_module)
+
+    def _log_rate(self, pl_module: L.LightningModule) -> None:
+        # Host timestamps, not Lightning's ThroughputMonitor: that one waits for the device every step.
+        now = time.perf_counter()
+        rate = (self.train_images - self._window_images) / max(now - self._window_start, 1e-9)
+        pl_module.log("train/images_per_sec", rate, on_step=True, on_epoch=False, prog_bar=True)
+        self._window_images, self._window_start = self.train_images, now
 
     def run_metrics(self) -> dict[str, Any]:
         return {
