@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seres.callbacks import RunMeasure
@@ -35,7 +36,9 @@ from seres.records.atomic import atomic_save, write_json
 from seres.records.report import percent, write_report
 from seres.run.checkpoints import read_lightning_checkpoint
 from seres.run.config_checks import ConfigError
+from seres.run.config_tree import config_tree
 from seres.run.interrupts import stops_cleanly
+from seres.run.lr_finder import find_lr
 from seres.run.resume import run_overrides
 from seres.run.run_names import command_overrides, register_resolvers
 from seres.run.slurm import slurm_plugins
@@ -83,7 +86,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     # A resumed run continues its MLflow and W&B runs, whose ids KeepTrackerRuns keeps in the run directory.
     loggers = [
-        instantiate(c, **continued_run(c, run_dir, cfg.resume)) for c in cfg.get("logger", {}).values() if c
+        instantiate(c, _convert_="all", **continued_run(c, run_dir, cfg.resume))
+        for c in cfg.get("logger", {}).values()
+        if c
     ]
     callbacks.append(KeepTrackerRuns(run_dir))  # writes nothing without an MLflow or W&B logger
     # The configured plugins (conf/trainer), and under SLURM Lightning's SLURM environment without its own
@@ -135,6 +140,30 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
         logger.save()
 
 
+def build_run(cfg: DictConfig) -> tuple[L.Trainer, Any, ClassifierModule, int, float]:
+    """The seeded Trainer, DataModule and LightningModule of `cfg`, and the per-process batch size and
+    learning rate they use."""
+    L.seed_everything(cfg.seed, workers=True)
+    trainer = build_trainer(cfg)
+    batch_size, lr = batch_and_lr_for(cfg, trainer.world_size)
+    datamodule = instantiate(cfg.data, batch_size=batch_size, _convert_="all")
+    return trainer, datamodule, build_module(cfg, lr=lr), batch_size, lr
+
+
+def tune_lr(cfg: DictConfig) -> None:
+    """`tune=lr`: the learning-rate range test instead of training (seres/run/lr_finder.py)."""
+    trainer, datamodule, module, _, lr = build_run(cfg)
+    scale = lr / cfg.optimizer.lr
+    to_give = find_lr(trainer, module, datamodule, Path(cfg.paths.output_dir), scale)
+    if not trainer.is_global_zero:
+        return
+    if to_give is None:
+        print("The learning-rate finder found no steepest descent (the loss never fell); see lr_find.png")
+        return
+    scaled = f" (the run multiplies it by {scale:g}: ddp.batch=per_device)" if scale != 1 else ""
+    print(f"Suggested learning rate: optimizer.lr={to_give:.3g}{scaled}; curve in {cfg.paths.output_dir}")
+
+
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Fit, test the best checkpoint, and write the run's artefacts. Returns the metrics (all ranks).
 
@@ -143,11 +172,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     can recognise a finished job.
     """
     run_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-    trainer = build_trainer(cfg)
-    batch_size, lr = batch_and_lr_for(cfg, trainer.world_size)
-    datamodule = instantiate(cfg.data, batch_size=batch_size, _convert_="all")
-    module = build_module(cfg, lr=lr)
+    if rank_zero_only.rank == 0:  # once per run, not once per DDP process
+        log.info(config_tree(cfg))
+    trainer, datamodule, module, batch_size, lr = build_run(cfg)
     resume_from = checkpoint_to_resume(cfg, run_dir)
     with stops_cleanly(trainer, run_dir, overrides):
         started, started_at = time.perf_counter(), datetime.now(timezone.utc)
@@ -155,6 +182,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         metrics = run_metrics(trainer, module, cfg, time.perf_counter() - started)
         metrics |= when_and_where(started_at)
         metrics |= {"global_batch_size": batch_size * trainer.world_size, "lr": lr}
+        metrics |= {"task_name": cfg.task_name, "tags": list(cfg.tags)}
         metrics["overrides"] = run_overrides(overrides)
         best = best_weights(trainer)
         if cfg.test:
@@ -284,6 +312,9 @@ def main(cfg: DictConfig) -> float | None:
     else:
         try:
             require_shared_run_dir(command_overrides(hydra_cfg.overrides.hydra))
+            if cfg.tune == "lr":
+                tune_lr(cfg)
+                return None
             metrics = train(cfg, command_overrides(hydra_cfg.overrides.task))
         except USER_ERRORS as error:
             exit_with(error)

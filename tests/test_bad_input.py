@@ -5,13 +5,12 @@ train.py's real entry point runs in this process (Hydra's command line, composit
 saves a process start per case; tests/test_reliability.py has the same refusal from a subprocess.
 """
 
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import TINY, fake_data
+from entry_point import run_entry_point
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 import train
 from seres.model import count_parameters
@@ -74,18 +73,6 @@ WRONG_TYPES = [
     ("seed=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
     ("model.lyer4=true", "Key 'lyer4' not in 'ModelSchema'"),
 ]
-
-
-def run_entry_point(arguments: list[str], monkeypatch) -> int:
-    """`python train.py ARGUMENTS...` in this process; returns its exit code."""
-    monkeypatch.setattr(sys, "argv", [train.__file__, *arguments])
-    try:
-        train.main()
-    except SystemExit as stop:
-        return stop.code
-    finally:
-        GlobalHydra.instance().clear()
-    return 0
 
 
 @pytest.mark.parametrize(("overrides", "message"), REFUSED, ids=[case[0][0] for case in REFUSED])

@@ -95,6 +95,29 @@ def test_device_pipeline_replaces_only_the_train_loader(fake_cifar_bin: Path, mo
     assert torch.equal(next(iter(module.val_dataloader()))[0], next(iter(cpu_module.val_dataloader()))[0])
 
 
+def test_overfit_batches_train_and_validate_on_the_same_first_batches_unaugmented(
+    fake_cifar_bin: Path,
+) -> None:
+    module = make_module(fake_cifar_bin, overfit_batches=2, aug=dict(crop_padding=4, flip=True))
+    assert module.aug.crop_padding == 0 and module.aug.flip is False
+    assert len(module.train_images) == 64 and torch.equal(module.val_images, module.train_images)
+    assert torch.equal(module.val_labels, module.train_labels)
+    assert isinstance(module.train_dataloader().sampler, SequentialSampler)  # the same order every epoch
+    with pytest.raises(ValueError, match="data.overfit_batches=20 batches of 32 need 640 training images"):
+        make_module(fake_cifar_bin, overfit_batches=20)
+
+
+def test_lightnings_overfit_batches_gets_a_fixed_order_on_the_device_pipeline_too(
+    fake_cifar_bin: Path,
+) -> None:
+    module = make_module(fake_cifar_bin, pipeline="device")
+    module.trainer = lightning.Trainer(accelerator="cpu", overfit_batches=2, logger=False)
+    assert module.train_dataloader().fixed_order
+    module = make_module(fake_cifar_bin, pipeline="device")
+    module.trainer = lightning.Trainer(accelerator="cpu", logger=False)
+    assert not module.train_dataloader().fixed_order
+
+
 def test_setup_loads_once(fake_cifar_bin: Path, monkeypatch) -> None:
     calls = []
     real_load = datamodule.load_cifar10

@@ -126,6 +126,14 @@ def test_alternating_flips_are_refused_by_the_per_image_pipeline() -> None:
         build_train_transform(Augmentation(flip=True, flip_mode="alternate"), MEAN, STD)
 
 
+def test_fixed_order_trains_every_epoch_in_the_images_own_order_on_every_rank() -> None:
+    # The mode overfitting checks use (data.overfit_batches, Lightning's trainer.overfit_batches).
+    single = index_loader(12, 4, fixed_order=True)
+    assert epoch_order(single) == epoch_order(single) == list(range(12))
+    ranks = [index_loader(12, 2, fixed_order=True, rank=r, world_size=2) for r in (0, 1)]
+    assert [epoch_order(loader) for loader in ranks] == [[0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]]
+
+
 def test_an_iterator_never_advanced_uses_no_epoch() -> None:
     loader = index_loader(500, 50)
     iter(loader)  # what Lightning's iterability check does

@@ -44,39 +44,41 @@ def without_wandb_settings() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
 
 
+LABELS = ["task_name=tracked", "tags=[cpu,tiny]"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, fake_cifar_bin) -> dict[str, Path]:
-    """One run and a 2-job sweep (optimizer.lr=0.05,0.1), tracked in all three, in one directory."""
+    """A 2-job sweep (optimizer.lr=0.05,0.1) with a task name and tags, tracked in all three; its job 1
+    stands for a single run (a sweep job is one: train.py run again in a child process)."""
     root = tmp_path_factory.mktemp("tracked")
     store = f"sqlite:///{root}/mlflow.db"
-    env = without_wandb_settings()
-    single = tracked(fake_cifar_bin, store, f"hydra.run.dir={root}/logs/run")
-    swept = ["optimizer.lr=0.05,0.1", f"hydra.sweep.dir={root}/logs/sweep"]
+    swept = ["optimizer.lr=0.05,0.1", *LABELS, f"hydra.sweep.dir={root}/logs/sweep"]
     sweep = tracked(fake_cifar_bin, store, *swept, sweep=True)
-    for command in (single, sweep):
-        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr[-3000:]
+    result = subprocess.run(sweep, cwd=root, env=without_wandb_settings(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
     logs = root / "logs"
     return {
         "root": root,
         "data": fake_cifar_bin,
         "store": store,
-        "run": logs / "run",
+        "run": logs / "sweep" / "1",
         "sweep": logs / "sweep",
     }
 
 
-def test_mlflow_holds_each_run_with_its_config_metrics_and_files_and_a_sweep_in_one_experiment(runs):
+def test_mlflow_holds_each_run_with_its_config_metrics_tags_and_files_and_a_sweep_in_one_experiment(runs):
     client = MlflowClient(runs["store"])
     experiment = client.get_experiment_by_name("seres")
     found = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
-    assert len(found) == 3, sorted(found)
+    assert len(found) == 2, sorted(found)
     # Sweep jobs are told apart by name: their overrides, swept values included.
     for job, lr in (("0", "0.05"), ("1", "0.1")):
         (name,) = [name for name in found if f"optimizer.lr={lr}" in name]
         run, expected = found[name], read_metrics(runs["sweep"] / job)
         assert run.info.status == "FINISHED"
         assert run.data.params["optimizer/lr"] == lr and run.data.params["trainer/max_epochs"] == "2"
+        assert run.data.tags["task_name"] == "tracked" and run.data.tags["tags"] == "cpu,tiny"
         assert run.data.metrics["val/acc_best"] == pytest.approx(expected["best_val_acc"])
         assert run.data.metrics["test/acc"] == pytest.approx(expected["test_acc"])
         assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # one point per epoch
@@ -85,7 +87,7 @@ def test_mlflow_holds_each_run_with_its_config_metrics_and_files_and_a_sweep_in_
         assert downloaded.read_bytes() == (runs["sweep"] / job / "report.md").read_bytes()
 
 
-def test_wandb_runs_offline_and_its_summary_holds_the_final_metrics(runs):
+def test_wandb_runs_offline_with_its_tags_and_its_summary_holds_the_final_metrics(runs):
     run_dir = runs["run"]
     (offline,) = (run_dir / "wandb").glob("offline-run-*")  # offline without any W&B setting or account
     (log,) = offline.glob("run-*.wandb")
@@ -96,6 +98,8 @@ def test_wandb_runs_offline_and_its_summary_holds_the_final_metrics(runs):
     (config,) = [record.config for record in records(log) if record.WhichOneof("record_type") == "config"]
     settings = {item.key: json.loads(item.value_json) for item in config.update}
     assert settings["optimizer"]["lr"] == 0.1 and settings["trainer"]["max_epochs"] == 2
+    (run,) = [record.run for record in records(log) if record.WhichOneof("record_type") == "run"]
+    assert list(run.tags) == ["cpu", "tiny"] and run.job_type == "tracked"
     files = offline / "files"
     for name in ATTACHED:
         assert (files / name).read_bytes() == (run_dir / name).read_bytes(), name
@@ -138,6 +142,15 @@ def stop(server: subprocess.Popen) -> None:
         server.kill()
 
 
+def test_metrics_json_and_the_sweep_summary_carry_the_task_name_and_tags(runs):
+    for job in ("0", "1"):
+        metrics = read_metrics(runs["sweep"] / job)
+        assert metrics["task_name"] == "tracked" and metrics["tags"] == ["cpu", "tiny"]
+    assert "task_name: tracked, tags: cpu, tiny" in (runs["sweep"] / "summary.md").read_text()
+    summary = json.loads((runs["sweep"] / "summary.json").read_text())
+    assert (summary["task_name"], summary["tags"]) == ("tracked", ["cpu", "tiny"])
+
+
 def test_a_tensorboard_server_shows_our_scalars_hparams_of_the_sweep_and_the_confusion_matrix(runs):
     port = free_port()
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs["root"] / "logs")]
@@ -147,7 +160,7 @@ def test_a_tensorboard_server_shows_our_scalars_hparams_of_the_sweep_and_the_con
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/data"
-    expected_runs = {"run/tensorboard", "sweep/0/tensorboard", "sweep/1/tensorboard"}
+    expected_runs = {"sweep/0/tensorboard", "sweep/1/tensorboard"}
     try:
         wait_until(lambda: set(get_json(f"{base}/runs")) == expected_runs, "tensorboard", server)
         scalars = get_json(f"{base}/plugin/scalars/tags")
@@ -158,8 +171,9 @@ def test_a_tensorboard_server_shows_our_scalars_hparams_of_the_sweep_and_the_con
         # The HParams tab: one row per run, the sweep's two learning rates among them, with the metrics.
         rows = hparams_table(base)
         rates = {row["name"]: row["hparams"]["optimizer/lr"] for row in rows}
-        assert rates == {"run/tensorboard": 0.1, "sweep/0/tensorboard": 0.05, "sweep/1/tensorboard": 0.1}
+        assert rates == {"sweep/0/tensorboard": 0.05, "sweep/1/tensorboard": 0.1}
         for row in rows:
+            assert row["hparams"]["task_name"] == "tracked" and row["hparams"]["tags"] == "['cpu', 'tiny']"
             shown = {value["name"]["tag"] for value in row["metricValues"]}
             assert {"hparams/best_val_acc", "hparams/test_acc"} <= shown, shown
     finally:

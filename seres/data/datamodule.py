@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from seres.data.device_loaders import DeviceEvalLoader, DeviceTrainLoader
 from seres.data.files import CLASSES, load_cifar10
@@ -36,6 +36,11 @@ class CIFAR10DataModule(lightning.LightningDataModule):
     After :meth:`setup`, ``train_images``/``val_images``/``test_images`` are uint8 (N, 3, 32, 32) tensors
     and ``*_labels`` int64 (N,) tensors. ``pipeline="device"`` (the config's default) keeps every split on
     the training device, which it takes from the Trainer; ``"loader"`` works without a Trainer too.
+
+    ``overfit_batches=N`` (a debugging check, 0 = off) trains on the first N training batches only, in the
+    same order every epoch and without augmentation, and validates on those same images: a network that
+    works reaches 100% on both. Lightning's own ``trainer.overfit_batches`` also gets a fixed training order
+    on the device pipeline, as Lightning gives a DataLoader; it validates on validation batches.
     """
 
     num_classes = len(CLASSES)
@@ -56,6 +61,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         eval_batch_size: int | None = None,
         seed: int = 0,
         channels_last: bool = False,
+        overfit_batches: int = 0,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -78,6 +84,9 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         # Seeds the device pipeline's epoch permutations (the DataLoader draws from the global RNG).
         self.seed = seed
         self.channels_last = channels_last
+        self.overfit_batches = _require_int("overfit_batches", overfit_batches, 0)
+        if self.overfit_batches:
+            self.aug = Augmentation()
         self._order_generator, self._worker_generator = torch.Generator(), torch.Generator()
         self._device_loader: DeviceTrainLoader | None = None
         self._device_eval_loaders: dict[str, DeviceEvalLoader] = {}
@@ -100,7 +109,26 @@ class CIFAR10DataModule(lightning.LightningDataModule):
         self.train_images, self.train_labels = images[train_idx], labels[train_idx]
         self.val_images, self.val_labels = images[val_idx], labels[val_idx]
         self.test_images, self.test_labels = data["test"]
+        if self.overfit_batches:
+            self._keep_overfit_batches()
         self._loaded = True
+
+    def _keep_overfit_batches(self) -> None:
+        """Train and validate on the first `overfit_batches` training batches (see the class docstring)."""
+        kept = self.overfit_batches * self.batch_size
+        if kept > len(self.train_images):
+            raise ValueError(
+                f"data.overfit_batches={self.overfit_batches} batches of {self.batch_size} need {kept} "
+                f"training images, more than the {len(self.train_images)} there are; lower it."
+            )
+        self.train_images, self.train_labels = self.train_images[:kept], self.train_labels[:kept]
+        self.val_images, self.val_labels = self.train_images, self.train_labels
+
+    @property
+    def fixed_order(self) -> bool:
+        """Whether every epoch trains in the same order: an overfitting check, ours or Lightning's."""
+        lightning_overfit = self.trainer is not None and self.trainer.overfit_batches > 0
+        return bool(self.overfit_batches) or lightning_overfit
 
     def train_dataloader(self) -> DataLoader | DeviceTrainLoader:
         if self.pipeline == "device":
@@ -166,6 +194,7 @@ class CIFAR10DataModule(lightning.LightningDataModule):
             rank=self.trainer.global_rank,
             world_size=self.trainer.world_size,
             channels_last=self.channels_last,
+            fixed_order=self.fixed_order,
         )
         return self._device_loader
 
@@ -193,9 +222,12 @@ class CIFAR10DataModule(lightning.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         # Workers are started anew every epoch (not persistent) so that their seeds follow set_epoch.
         # Lightning swaps the random sampler for a DistributedSampler under DDP, which is seeded per epoch.
-        sampler = (
-            RandomSampler(dataset, generator=self._order_generator) if train else self._eval_sampler(dataset)
-        )
+        if not train:
+            sampler = self._eval_sampler(dataset)
+        elif self.fixed_order:
+            sampler = SequentialSampler(dataset)
+        else:
+            sampler = RandomSampler(dataset, generator=self._order_generator)
         return DataLoader(
             dataset,
             batch_size=batch_size,

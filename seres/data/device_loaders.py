@@ -53,8 +53,12 @@ class DeviceTrainLoader:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        fixed_order: bool = False,
     ) -> None:
-        """images: (N, 3, H, W) uint8; labels: (N,) integer; mean/std: per-channel, in [0, 1] units."""
+        """images: (N, 3, H, W) uint8; labels: (N,) integer; mean/std: per-channel, in [0, 1] units.
+
+        fixed_order: every epoch in the images' own order (overfitting checks), instead of a new permutation.
+        """
         _check_dataset(images, labels, rank, world_size)
         self.device = torch.device(device)
         self.images = images.to(self.device)  # the only host-to-device copy of pixels
@@ -68,6 +72,7 @@ class DeviceTrainLoader:
         self.rank = rank
         self.world_size = world_size
         self.channels_last = channels_last
+        self.fixed_order = fixed_order
         self.samples_per_rank = len(images) // world_size
         self._next_epoch = 0
         self._aug_generator = torch.Generator(device=self.device)
@@ -87,8 +92,11 @@ class DeviceTrainLoader:
 
     def rank_indices(self, epoch: int) -> Tensor:
         """(samples_per_rank,) int64 CPU indices of this rank's share of epoch ``epoch``, in batch order."""
-        generator = torch.Generator().manual_seed(_derive_seed(self.seed, epoch))
-        permutation = torch.randperm(len(self.images), generator=generator)
+        if self.fixed_order:
+            permutation = torch.arange(len(self.images))
+        else:
+            generator = torch.Generator().manual_seed(_derive_seed(self.seed, epoch))
+            permutation = torch.randperm(len(self.images), generator=generator)
         return permutation[self.rank : self.samples_per_rank * self.world_size : self.world_size]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:

@@ -94,8 +94,21 @@ def seeds_section(groups: list[dict[str, Any]]) -> list[str]:
     return ["", title, "", *markdown_table(keys + SEED_STATISTICS, lines)]
 
 
-def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Write summary.csv, summary.md, summary.json and summary.png at the sweep root; return the jobs."""
+def label_lines(labels: dict[str, Any]) -> list[str]:
+    """`task_name: X, tags: a, b` and a blank line; nothing without labels."""
+    if not labels:
+        return []
+    shown = ", ".join(
+        f"{key}: {', '.join(value) if isinstance(value, list) else value}" for key, value in labels.items()
+    )
+    return [shown, ""]
+
+
+def write_summary(sweep_dir: Path, labels: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Write summary.csv, summary.md, summary.json and summary.png at the sweep root; return the jobs.
+
+    `labels`: the sweep's task_name and tags, written at the top of summary.md and summary.json."""
+    labels = labels or {}
     rows = collect_jobs(sweep_dir)
     keys = swept_keys(rows)
     columns = JOB_COLUMNS + [c for c in TARGET_COLUMNS if any(row.get(c) is not None for row in rows)]
@@ -106,12 +119,12 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     ]
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([header, *table])
-    markdown = [f"# Sweep {sweep_dir}", "", *markdown_table(header, table)]
+    markdown = [f"# Sweep {sweep_dir}", "", *label_lines(labels), *markdown_table(header, table)]
     groups = seed_groups(rows, keys)
     if "seed" in keys:
         markdown += seeds_section(groups)
     (sweep_dir / "summary.md").write_text("\n".join(markdown) + "\n")
-    write_json({"jobs": rows, "groups": groups}, sweep_dir / "summary.json")
+    write_json({**labels, "jobs": rows, "groups": groups}, sweep_dir / "summary.json")
     if keys:
         plot_summary(rows, keys, sweep_dir / "summary.png")
     return rows
@@ -151,7 +164,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_summary(sweep_dir)
+        labels = {"task_name": config.task_name, "tags": list(config.tags)}
+        rows = write_summary(sweep_dir, labels)
         failed = [row["job"] for row in rows if row.get("status") != "completed"]
         log.info(
             f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)}/{len(rows)} completed)"

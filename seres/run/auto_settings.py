@@ -18,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from seres.run.config_checks import CIFAR10_TRAIN_IMAGES, uses_gpu
 from seres.run.cpu_features import has_native_bf16
+from seres.run.lr_finder import LR_FIND_STEPS
 
 AUTO = "auto"
 # Measured on a 2-core AMD EPYC (Zen 4) CPU (docs/benchmarks.md): compiling the paper's network takes 65 s,
@@ -41,6 +42,8 @@ def choose_precision(accelerator: str) -> tuple[str, str]:
 
 def planned_train_images(cfg: DictConfig) -> int | None:
     """Training images of the planned run (all processes together), or None when it has no planned end."""
+    if cfg.get("tune") == "lr":
+        return LR_FIND_STEPS * cfg.data.batch_size
     epochs = cfg.trainer.get("max_epochs")
     if not isinstance(epochs, int) or epochs < 0:
         return None

@@ -90,6 +90,15 @@ def check_data(config: dict[str, Any]) -> None:
     )
     batch = config["data"].get("batch_size")
     _require(_is_int(batch) and batch >= 1, "data.batch_size", batch, "an integer >= 1, e.g. 128")
+    overfit = config["data"].get("overfit_batches", 0)
+    room = (CIFAR10_TRAIN_IMAGES - val_size) // batch  # both checked above
+    _require(
+        _is_int(overfit) and 0 <= overfit <= room,
+        "data.overfit_batches",
+        overfit,
+        f"an integer from 0 (off) to {room}, the training split's batches of data.batch_size, e.g. "
+        "data.overfit_batches=4",
+    )
     pipeline = config["data"].get("pipeline")
     _require(
         pipeline in PIPELINES,
@@ -187,6 +196,13 @@ def check_patch_whitening(config: dict[str, Any]) -> None:
     )
 
 
+def check_tune(config: dict[str, Any]) -> None:
+    tune = config.get("tune")
+    _require(
+        tune in (None, "lr"), "tune", tune, "lr (the learning-rate finder) or null (train), e.g. tune=lr"
+    )
+
+
 def check_seed(config: dict[str, Any]) -> None:
     seed = config.get("seed")
     _require(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0, e.g. seed=0")
@@ -195,6 +211,7 @@ def check_seed(config: dict[str, Any]) -> None:
 def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError for the first setting that cannot work."""
     check_seed(config)
+    check_tune(config)
     check_optimization(config)
     check_choices(config)
     check_batch_norm(config)

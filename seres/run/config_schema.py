@@ -57,6 +57,7 @@ class DataSchema:
     num_workers: int = 2
     val_size: int = 5000
     split_seed: int = 0
+    overfit_batches: int = 0
     mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
     std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
     verify: bool = True
@@ -123,6 +124,8 @@ class TrainSchema:
     callbacks: dict[str, Any] = field(default_factory=dict)
     logger: Any = None
     paths: dict[str, Any] = MISSING
+    task_name: str = "train"
+    tags: list[str] = field(default_factory=list)
     seed: int = 42
     label_smoothing: float = 0.0
     param_groups: ParamGroupsSchema = field(default_factory=ParamGroupsSchema)
@@ -130,6 +133,7 @@ class TrainSchema:
     tta_translate: int = 0
     test: bool = True
     progress: bool = True
+    tune: str | None = None  # null or lr (config_checks)
     resume: bool = False
     ddp: DDPSchema = field(default_factory=DDPSchema)
 

@@ -37,7 +37,10 @@ def tracker_run_name() -> str | None:
 
 
 def register_resolvers() -> None:
-    """Every resolver conf/ uses: run directory suffixes, trackers' run names, SLURM's GPUs per node."""
+    """Every resolver conf/ uses: run directory suffixes, trackers' run names and tags, SLURM's GPUs per
+    node."""
     OmegaConf.register_new_resolver("run_suffix", lambda: RUN_SUFFIX, replace=True)
     OmegaConf.register_new_resolver("tracker_run_name", tracker_run_name, replace=True)
     OmegaConf.register_new_resolver("slurm_gpus_per_node", gpus_per_node, replace=True)
+    # A list as one text (MLflow's tag values are strings): [a, b] -> "a,b".
+    OmegaConf.register_new_resolver("comma_list", lambda items: ",".join(map(str, items)), replace=True)
