@@ -37,6 +37,7 @@ from seres.records.report import percent, write_report
 from seres.run.checkpoints import read_lightning_checkpoint
 from seres.run.config_checks import ConfigError
 from seres.run.config_tree import config_tree
+from seres.run.console import quiet_console
 from seres.run.interrupts import stops_cleanly
 from seres.run.lr_finder import find_lr
 from seres.run.resume import run_overrides
@@ -299,6 +300,7 @@ def parallel_jobs(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    quiet_console()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # Each sweep job is a complete single run in a child process (see seres/launch/sweep.py).

@@ -98,6 +98,15 @@ def test_a_run_says_what_auto_chose_and_records_it(fake_cifar_bin, tmp_path):
     # One epoch of the real data set's size is too short to repay a compilation; fp32 never repays it.
     why = "the run trains 49,900 images" if chosen == "bf16-mixed" else "in fp32 on a CPU compilation"
     assert f"model.compile=auto: false, since {why}" in result.stdout
+    # A quiet console: none of Lightning's and torch's messages that concern no run of this project.
+    for noise in (
+        "srun",
+        "💡 Tip",
+        "LeafSpec",
+        "exists and is not empty",
+        "not supported by the model summary",
+    ):
+        assert noise not in result.stdout + result.stderr, noise
     checkpoint = torch.load(run_dir / "last.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["config"]["trainer"]["precision"] == chosen
     assert checkpoint["hyper_parameters"]["config"]["model"]["compile"] is False
