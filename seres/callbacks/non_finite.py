@@ -6,14 +6,14 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from seres.callbacks.log_steps import is_logging_step
+from seres.callbacks.log_steps import AtLogSteps
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class StopOnNonFiniteLoss(L.Callback):
+class StopOnNonFiniteLoss(AtLogSteps, L.Callback):
     """Stops training once the loss is NaN or infinite, before a checkpoint can store broken weights.
 
     The test runs on the device every step; the host reads its result only every `log_every_n_steps`
@@ -22,16 +22,9 @@ class StopOnNonFiniteLoss(L.Callback):
 
     def __init__(self) -> None:
         self._first_bad_step: Tensor | None = None
-        self._logging_step = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        # Read on the steps Lightning logs anyway, where it waits for the device already.
-        self._logging_step = is_logging_step(trainer)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -41,7 +34,7 @@ class StopOnNonFiniteLoss(L.Callback):
             return
         newly_bad = ~torch.isfinite(loss.detach()) & (self._first_bad_step < 0)
         self._first_bad_step = torch.where(newly_bad, trainer.global_step, self._first_bad_step)
-        if self._logging_step:
+        if self.logging_step:
             self._check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -8,10 +8,10 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from rich.file_proxy import FileProxy
 
-from seres.callbacks.log_steps import is_logging_step
+from seres.callbacks.log_steps import AtLogSteps
 
 
-class ProgressBar(RichProgressBar):
+class ProgressBar(AtLogSteps, RichProgressBar):
     """Lightning's rich progress bar, plus training images/s and the latest training loss.
 
     `enabled=False` (config `progress=false`) shows nothing, for logs; EpochSummary's line stays either way.
@@ -25,7 +25,6 @@ class ProgressBar(RichProgressBar):
             self.disable()
         self._rerouted: dict[logging.StreamHandler, Any] = {}
         self._loss: float | None = None
-        self._logging_step = False
 
     def _route_console_logs_through_rich(self) -> None:
         # In a terminal, rich's live display replaces sys.stdout/stderr with proxies that print above the
@@ -64,15 +63,10 @@ class ProgressBar(RichProgressBar):
         super().on_exception(trainer, pl_module, exception)
         self._restore_console_logs()
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._logging_step = is_logging_step(trainer)
-
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.is_enabled and self._logging_step and isinstance(outputs, dict) and "loss" in outputs:
+        if self.is_enabled and self.logging_step and isinstance(outputs, dict) and "loss" in outputs:
             self._loss = float(outputs["loss"])
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 

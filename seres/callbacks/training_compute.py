@@ -6,11 +6,11 @@ from typing import Any
 import lightning as L
 
 from seres.callbacks.flop_count import train_step_flops
-from seres.callbacks.log_steps import is_logging_step
+from seres.callbacks.log_steps import AtLogSteps
 from seres.callbacks.run_measure import RunMeasure
 
 
-class TrainingCompute(RunMeasure):
+class TrainingCompute(AtLogSteps, RunMeasure):
     """The one count of training images (all processes), and what is derived from it.
 
     - Every `log_every_n_steps` steps, `train/images_per_sec` over the steps since the last value (it includes
@@ -26,7 +26,6 @@ class TrainingCompute(RunMeasure):
         self.flops_per_image: float | None = None
         self.train_images = 0
         self._window_images, self._window_start = 0, 0.0
-        self._logging_step = False
 
     @property
     def train_flops(self) -> float | None:
@@ -39,17 +38,12 @@ class TrainingCompute(RunMeasure):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._window_images, self._window_start = self.train_images, time.perf_counter()
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._logging_step = is_logging_step(trainer)
-
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # A shape, not a value: no wait for the device. Every process trains on a batch of the same size.
         self.train_images += len(batch[0]) * trainer.world_size
-        if self._logging_step:
+        if self.logging_step:
             self._log_rate(pl_module)
 
     def _log_rate(self, pl_module: L.LightningModule) -> None:
