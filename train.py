@@ -76,6 +76,7 @@ def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
         tta=cfg.tta,
         tta_translate=cfg.tta_translate,
         param_groups=OmegaConf.to_container(cfg.param_groups),
+        mix=OmegaConf.to_container(cfg.mix),
         num_classes=cfg.model.num_classes,
         config=OmegaConf.to_container(cfg, resolve=True),
     )

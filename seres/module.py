@@ -12,6 +12,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from seres.data.batch_mix import BatchMix
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 # Called as factory(optimizer, steps_per_epoch=..., max_epochs=...); see cosine_schedule and step_schedule.
 SchedulerFactory = Callable[..., LambdaLR]
@@ -163,6 +165,8 @@ class ClassifierModule(L.LightningModule):
     `tta=True` evaluates (val and test) on the mean logits of each image and its horizontal mirror, and
     `tta_translate` > 0 adds shifted copies of both (`tta_logits`).
     `param_groups` holds `parameter_groups`' keyword arguments (how BatchNorm parameters and biases train).
+    `mix` holds BatchMix's keyword arguments: MixUp or CutMix of training batches, soft targets in the loss,
+    the training accuracy counted on each image's dominant label; validation and test see plain batches.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class ClassifierModule(L.LightningModule):
         tta: bool = False,
         tta_translate: int = 0,
         param_groups: dict[str, Any] | None = None,
+        mix: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Partials and the network are rebuilt from `config`, so only plain values go into the checkpoint.
@@ -197,16 +202,20 @@ class ClassifierModule(L.LightningModule):
         self.tta = tta
         self.tta_translate = tta_translate
         self.param_groups = dict(param_groups or {})
+        self.batch_mix = BatchMix(**(mix or {}), num_classes=num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
+        targets = y
+        if stage == "train":  # mixed images learn soft targets; accuracy counts each one's dominant label
+            x, targets, y = self.batch_mix(x, y)
         # Training always sees the augmented image alone; only evaluation averages over its views.
         averaged = self.tta and stage != "train"
         logits = tta_logits(self.net, x, self.tta_translate) if averaged else self(x)
-        loss = self.criterion(logits, y)
+        loss = self.criterion(logits, targets)
         loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         # The batch mean once per image: a per-image mean even for a short last batch, without copying a
         # weight to the device (with nan_strategy="disable", torchmetrics would also drop a given weight).

@@ -196,6 +196,14 @@ def check_patch_whitening(config: dict[str, Any]) -> None:
     )
 
 
+def check_mix(config: dict[str, Any]) -> None:
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        alpha = _number(config, f"mix.{name}")
+        _require(alpha >= 0, f"mix.{name}", alpha, f"a Beta alpha >= 0 (0 = off), e.g. mix.{name}=1.0")
+    prob = _number(config, "mix.prob")
+    _require(0 <= prob <= 1, "mix.prob", prob, "a probability in [0, 1], e.g. mix.prob=0.5")
+
+
 def check_tune(config: dict[str, Any]) -> None:
     tune = config.get("tune")
     _require(
@@ -212,6 +220,7 @@ def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError for the first setting that cannot work."""
     check_seed(config)
     check_tune(config)
+    check_mix(config)
     check_optimization(config)
     check_choices(config)
     check_batch_norm(config)

@@ -108,6 +108,13 @@ class ParamGroupsSchema:
 
 
 @dataclass
+class MixSchema:
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+
+
+@dataclass
 class DDPSchema:
     batch: str = "per_device"  # per_device or global (config_checks)
 
@@ -129,6 +136,7 @@ class TrainSchema:
     seed: int = 42
     label_smoothing: float = 0.0
     param_groups: ParamGroupsSchema = field(default_factory=ParamGroupsSchema)
+    mix: MixSchema = field(default_factory=MixSchema)
     tta: bool = False
     tta_translate: int = 0
     test: bool = True
