@@ -2,6 +2,8 @@
 
 import csv
 import json
+import logging
+import re
 from functools import partial
 
 import lightning as L
@@ -74,6 +76,25 @@ def test_gradient_norm_and_throughput_are_logged_at_the_log_cadence_before_clipp
     assert min(expected) > 100 * 1e-3
     assert [step for step, _ in logged["train/images_per_sec"]] == [1, 3, 5, 7]
     assert all(value > 0 for _, value in logged["train/images_per_sec"])
+
+
+def test_a_compiled_network_says_it_is_compiling_and_how_long_each_first_step_waited(caplog):
+    # torch.compile's "eager" backend: a compiled module in seconds, without inductor's code generation.
+    eager = tiny_module()
+    compiled = ClassifierModule(torch.compile(tiny_module().net, backend="eager"), eager.optimizer_factory)
+    lines = {}
+    for name, module in (("eager", eager), ("compiled", compiled)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="seres"):
+            fit = trainer([callbacks.CompileNotice()], max_epochs=2, num_sanity_val_steps=1)
+            fit.fit(module, batches(), batches(n=16))
+        lines[name] = [r.getMessage() for r in caplog.records if "compil" in r.getMessage()]
+    assert lines["eager"] == []
+    said = lines["compiled"]
+    assert said[0].startswith("model.compile=true: compiling the network")
+    assert re.fullmatch(r"compiled the network's validation step in \d+ s", said[1])
+    assert re.fullmatch(r"compiled the network's training step in \d+ s", said[2])
+    assert len(said) == 3  # once per fit, not once per epoch
 
 
 def test_epoch_summary_writes_one_row_per_epoch_and_leaves_val_empty_where_none_ran(tmp_path, caplog):

@@ -4,6 +4,7 @@ None of them adds a host-device synchronisation per training step: values comput
 logged at the trainer's `log_every_n_steps` cadence only, and time is measured with host timestamps.
 """
 
+from seres.callbacks.compile_notice import CompileNotice
 from seres.callbacks.ema import EMA
 from seres.callbacks.epoch_summary import EpochSummary
 from seres.callbacks.grad_norm import GradientNorm
@@ -16,6 +17,7 @@ from seres.callbacks.time_to_accuracy import TimeToAccuracy
 from seres.callbacks.training_compute import TrainingCompute
 
 __all__ = [
+    "CompileNotice",
     "EMA",
     "EpochSummary",
     "GradientNorm",
