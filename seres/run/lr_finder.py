@@ -7,7 +7,6 @@ the suggestion is printed as the `optimizer.lr=...` to give train.py. Callbacks 
 runs only its own), so a stem whitened at fit start (callbacks.patch_whitening) is searched unwhitened.
 """
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ import lightning as L
 from lightning.pytorch.tuner import Tuner
 
 from seres.records.atomic import write_json
-
-log = logging.getLogger("seres")
 
 LR_FIND_STEPS = 100  # Lightning's default: enough for the loss curve to turn
 MIN_LR, MAX_LR = 1e-4, 10.0  # SGD learning rates of this network family lie well inside
