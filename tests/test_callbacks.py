@@ -11,6 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -76,6 +77,17 @@ def test_gradient_norm_and_throughput_are_logged_at_the_log_cadence_before_clipp
     assert min(expected) > 100 * 1e-3
     assert [step for step, _ in logged["train/images_per_sec"]] == [1, 3, 5, 7]
     assert all(value > 0 for _, value in logged["train/images_per_sec"])
+
+
+def test_the_model_summary_shows_the_networks_forward_flops_compiled_or_not(capsys):
+    module = tiny_module()
+    forward = train_step_flops(module.net)["forward_per_image"]
+    assert train_step_flops(torch.compile(module.net, backend="eager")) == train_step_flops(module.net)
+    module = ClassifierModule(torch.compile(module.net, backend="eager"), module.optimizer_factory)
+    fit = trainer([callbacks.NetworkSummary()], max_steps=1, limit_val_batches=0, enable_model_summary=True)
+    fit.fit(module, batches())
+    printed = capsys.readouterr().out
+    assert f"Total FLOPs: {get_human_readable_count(int(forward))}" in printed and forward > 0
 
 
 def test_a_compiled_network_says_it_is_compiling_and_how_long_each_first_step_waited(caplog):

@@ -39,8 +39,9 @@ class CIFAR10DataModule(lightning.LightningDataModule):
 
     ``overfit_batches=N`` (a debugging check, 0 = off) trains on the first N training batches only, in the
     same order every epoch and without augmentation, and validates on those same images: a network that
-    works reaches 100% training accuracy, and its validation accuracy follows. Lightning's own ``trainer.overfit_batches`` also gets a fixed training order
-    on the device pipeline, as Lightning gives a DataLoader; it validates on validation batches.
+    works reaches 100% training accuracy, and its validation accuracy follows. Lightning's own
+    ``trainer.overfit_batches`` also gets a fixed training order on the device pipeline, as Lightning gives a
+    DataLoader; it validates on validation batches.
     """
 
     num_classes = len(CLASSES)
