@@ -103,6 +103,7 @@ def test_a_run_says_what_auto_chose_and_records_it(fake_cifar_bin, tmp_path):
         "srun",
         "💡 Tip",
         "LeafSpec",
+        "Trainer already configured with model summary callbacks",
         "exists and is not empty",
         "not supported by the model summary",
     ):

@@ -18,19 +18,29 @@ IRRELEVANT_WARNINGS = (
     # The summary's size estimate under mixed precision: it counts 32 bits a weight, which is what they are.
     r"Precision .* is not supported by the model summary",
 )
-# Lightning's suggestions of its commercial services, written as information at every start.
-ADVERTISING = "💡 Tip:"
-LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+# Log lines written at every start that say nothing about the run: Lightning's suggestions of its commercial
+# services, and that it uses the model summary this project configures (seres.callbacks); torch's compiler
+# saying, on a machine without a GPU, that it found no CUDA runtime.
+LEFT_OUT_LINES = (
+    "💡 Tip:",
+    "Trainer already configured with model summary callbacks",
+    "No CUDA runtime is found",
+)
+LEFT_OUT_FROM = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "torch.utils.cpp_extension",
+)
 
 
-class _LeaveOutAdvertising(logging.Filter):
+class _LeaveOutLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(ADVERTISING)
+        return not str(record.msg).startswith(LEFT_OUT_LINES)
 
 
 def quiet_console() -> None:
     """Leave out the messages above in this process (train.py calls it first thing)."""
     for pattern in IRRELEVANT_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in LIGHTNING_INFO_LOGGERS:
-        logging.getLogger(name).addFilter(_LeaveOutAdvertising())
+    for name in LEFT_OUT_FROM:
+        logging.getLogger(name).addFilter(_LeaveOutLines())
