@@ -53,6 +53,10 @@ REFUSED = [
     (["data.aug.rotation=-5"], "data.aug.rotation must be a number >= 0 (0 = off), got -5.0"),
     (["+data.aug.blur=1"], "unknown augmentation setting(s) data.aug.blur; allowed: crop_padding,"),
     (["mix.prob=2"], "mix.prob=2.0 is not allowed: a probability in [0, 1], e.g. mix.prob=0.5"),
+    (
+        ["tune=batch"],
+        "tune='batch' is not allowed: lr (the learning-rate finder) or null (train), e.g. tune=lr",
+    ),
     (["ddp.batch=local"], "ddp.batch='local' is not allowed: one of per_device|global"),
     (["model.compile=maybe"], "model.compile='maybe' is not allowed: one of auto|true|false"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is not allowed: use a norm >= 0"),

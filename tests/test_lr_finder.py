@@ -26,13 +26,3 @@ def test_tune_lr_writes_the_curve_and_prints_the_lr_to_paste_and_trains_no_run(
     # A search, not a run: no checkpoint, no metrics, nothing a sweep would take for a finished job.
     assert not list(tmp_path.glob("*.ckpt")) and not (tmp_path / "metrics.json").exists()
     assert math.isfinite(found["suggested_lr"])
-
-
-def test_an_unknown_tune_mode_is_refused_naming_the_choices(fake_cifar_bin, tmp_path, monkeypatch, capsys):
-    arguments = [*TINY, *fake_data(fake_cifar_bin), "tune=batch", f"hydra.run.dir={tmp_path / 'run'}"]
-    assert run_entry_point(arguments, monkeypatch) == 1
-    assert (
-        "tune='batch' is not allowed: lr (the learning-rate finder) or null (train)"
-        in capsys.readouterr().err
-    )
-    assert not (tmp_path / "run").exists()
