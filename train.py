@@ -23,7 +23,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +36,7 @@ from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
 from seres.records.atomic import atomic_save, write_json
 from seres.records.report import percent, write_report
+from seres.run.batch_size_finder import MAX_BATCH, find_batch_size
 from seres.run.checkpoints import read_lightning_checkpoint
 from seres.run.config_checks import ConfigError
 from seres.run.config_tree import config_tree
@@ -164,6 +167,31 @@ def tune_lr(cfg: DictConfig) -> None:
         return
     scaled = f" (the run multiplies it by {scale:g}: ddp.batch=per_device)" if scale != 1 else ""
     print(f"Suggested learning rate: optimizer.lr={to_give:.3g}{scaled}; curve in {cfg.paths.output_dir}")
+
+
+def tune_batch_size(cfg: DictConfig) -> None:
+    """`tune=batch_size`: the largest training batch that fits in GPU memory (seres/run/batch_size_finder.py)."""
+    trainer, datamodule, module, _, _ = build_run(cfg)
+    if not isinstance(trainer.accelerator, CUDAAccelerator):
+        print(
+            "tune=batch_size finds the largest batch that fits in GPU memory; this run trains on the CPU, "
+            "where the batch is limited by time, not memory: nothing to find"
+        )
+        return
+    if isinstance(trainer.strategy, ParallelStrategy):
+        raise ConfigError(
+            f"tune=batch_size runs in one process (Lightning's finder), not with trainer.strategy="
+            f"{cfg.trainer.strategy}: each GPU holds the same batch; add trainer.devices=1 "
+            "trainer.strategy=auto and use the result with ddp.batch=per_device"
+        )
+    found = find_batch_size(trainer, module, datamodule, Path(cfg.paths.output_dir))
+    if found is None:
+        print(f"tune=batch_size tries batches below {MAX_BATCH}; data.batch_size={datamodule.batch_size} is not")
+        return
+    print(
+        f"Largest batch that fits: data.batch_size={found} (trials double up to {MAX_BATCH}); scale "
+        f"optimizer.lr by {found / datamodule.batch_size:g} with it, or run tune=lr at that batch"
+    )
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -299,6 +327,10 @@ def parallel_jobs(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+# `tune=...`: a search on the composed run instead of a training.
+TUNERS = {"lr": tune_lr, "batch_size": tune_batch_size}
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     quiet_console()
@@ -315,8 +347,8 @@ def main(cfg: DictConfig) -> float | None:
     else:
         try:
             require_shared_run_dir(command_overrides(hydra_cfg.overrides.hydra))
-            if cfg.tune == "lr":
-                tune_lr(cfg)
+            if cfg.tune:
+                TUNERS[cfg.tune](cfg)
                 return None
             metrics = train(cfg, command_overrides(hydra_cfg.overrides.task))
         except USER_ERRORS as error:

@@ -207,7 +207,10 @@ def check_mix(config: dict[str, Any]) -> None:
 def check_tune(config: dict[str, Any]) -> None:
     tune = config.get("tune")
     _require(
-        tune in (None, "lr"), "tune", tune, "lr (the learning-rate finder) or null (train), e.g. tune=lr"
+        tune in (None, "lr", "batch_size"),
+        "tune",
+        tune,
+        "lr (the learning-rate finder), batch_size (the batch-size finder) or null (train), e.g. tune=lr",
     )
 
 

@@ -141,7 +141,7 @@ class TrainSchema:
     tta_translate: int = 0
     test: bool = True
     progress: bool = True
-    tune: str | None = None  # null or lr (config_checks)
+    tune: str | None = None  # null, lr or batch_size (config_checks)
     resume: bool = False
     ddp: DDPSchema = field(default_factory=DDPSchema)
 
