@@ -80,6 +80,7 @@ def build_module(cfg: DictConfig, lr: float | None = None) -> ClassifierModule:
         tta_translate=cfg.tta_translate,
         param_groups=OmegaConf.to_container(cfg.param_groups),
         mix=OmegaConf.to_container(cfg.mix),
+        sam_rho=cfg.sam_rho,
         num_classes=cfg.model.num_classes,
         config=OmegaConf.to_container(cfg, resolve=True),
     )

@@ -13,6 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from seres.data.batch_mix import BatchMix
+from seres.optim.sam import SAM
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 # Called as factory(optimizer, steps_per_epoch=..., max_epochs=...); see cosine_schedule and step_schedule.
@@ -167,6 +168,8 @@ class ClassifierModule(L.LightningModule):
     `param_groups` holds `parameter_groups`' keyword arguments (how BatchNorm parameters and biases train).
     `mix` holds BatchMix's keyword arguments: MixUp or CutMix of training batches, soft targets in the loss,
     the training accuracy counted on each image's dominant label; validation and test see plain batches.
+    `sam_rho` > 0 steps with sharpness-aware minimisation around the optimizer (seres/optim/sam.py): a second
+    forward-backward pass of the same (mixed) batch, which leaves the metrics and BatchNorm statistics alone.
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class ClassifierModule(L.LightningModule):
         tta_translate: int = 0,
         param_groups: dict[str, Any] | None = None,
         mix: dict[str, Any] | None = None,
+        sam_rho: float = 0.0,
     ) -> None:
         super().__init__()
         # Partials and the network are rebuilt from `config`, so only plain values go into the checkpoint.
@@ -203,15 +207,20 @@ class ClassifierModule(L.LightningModule):
         self.tta_translate = tta_translate
         self.param_groups = dict(param_groups or {})
         self.batch_mix = BatchMix(**(mix or {}), num_classes=num_classes)
+        self.sam_rho = sam_rho
+        self.sam: SAM | None = None  # the optimizer, once configured with sam_rho > 0
+        self.sam_batch: tuple[Tensor, Tensor] | None = None  # the step's (images, targets), for SAM's 2nd pass
+
+    @property
+    def passes_per_step(self) -> int:
+        """Forward-backward passes of each training batch: SAM takes two."""
+        return 2 if self.sam_rho > 0 else 1
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
-        x, y = batch
-        targets = y
-        if stage == "train":  # mixed images learn soft targets; accuracy counts each one's dominant label
-            x, targets, y = self.batch_mix(x, y)
+    def _shared_step(self, x: Tensor, targets: Tensor, y: Tensor, stage: str) -> tuple[Tensor, Tensor]:
+        """Loss against `targets` (soft for mixed images), metrics against the labels `y`."""
         # Training always sees the augmented image alone; only evaluation averages over its views.
         averaged = self.tta and stage != "train"
         logits = tta_logits(self.net, x, self.tta_translate) if averaged else self(x)
@@ -226,14 +235,23 @@ class ClassifierModule(L.LightningModule):
         return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")[0]
+        if self.sam is not None and self.sam.second_pass:
+            images, targets = self.sam_batch
+            return self.criterion(self(images), targets)
+        # Mixed images learn soft targets; accuracy counts each one's dominant label.
+        images, targets, labels = self.batch_mix(*batch)
+        if self.sam is not None:
+            self.sam_batch = (images, targets)
+        return self._shared_step(images, targets, labels, "train")[0]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        images, labels = batch
+        self._shared_step(images, labels, labels, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         # The logits reach callbacks' on_test_batch_end (seres.callbacks.TestFigures).
-        return {"logits": self._shared_step(batch, "test")[1].detach()}
+        images, labels = batch
+        return {"logits": self._shared_step(images, labels, labels, "test")[1].detach()}
 
     def on_train_epoch_start(self) -> None:
         # The data module makes each epoch's randomness depend on (seed, epoch, rank) only, so that a run
@@ -255,7 +273,12 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(
                 "this ClassifierModule was built without an optimizer (for evaluation); give one to fit"
             )
-        optimizer = self.optimizer_factory(parameter_groups(self.net, **self.param_groups))
+        groups = parameter_groups(self.net, **self.param_groups)
+        if self.sam_rho > 0:
+            # Every buffer (BatchNorm's running statistics) keeps what the first pass made of it.
+            optimizer = self.sam = SAM(groups, self.optimizer_factory, self.sam_rho, list(self.net.buffers()))
+        else:
+            optimizer = self.optimizer_factory(groups)
         scale_group_lrs(optimizer)
         if self.scheduler_factory is None:
             return optimizer

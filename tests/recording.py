@@ -1,7 +1,6 @@
-"""A callback for tests: records which training images each DDP rank saw, by looking them up by content.
-
-Used as `+callbacks.seen._target_=recording.RecordSeenSamples` with `tests/` on PYTHONPATH; needs
-`data/aug=none` so a batch image can be mapped back to the stored uint8 image exactly.
+"""Callbacks for tests, used as e.g. `+callbacks.seen._target_=recording.RecordSeenSamples` with `tests/` on
+PYTHONPATH: which training images each DDP rank saw (looked up by content, so it needs `data/aug=none`), slow
+steps to interrupt, each rank's trained weights.
 """
 
 import json
@@ -41,3 +40,14 @@ class SlowSteps(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         time.sleep(self.seconds)
+
+
+class RecordWeights(L.Callback):
+    """Writes each rank's trained parameters at the end of the fit: weights_rank{R}.pt in `dirpath`."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        weights = {name: p.detach().cpu() for name, p in pl_module.net.named_parameters()}
+        torch.save(weights, self.dirpath / f"weights_rank{trainer.global_rank}.pt")

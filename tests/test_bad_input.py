@@ -55,7 +55,17 @@ REFUSED = [
     (["mix.prob=2"], "mix.prob=2.0 is not allowed: a probability in [0, 1], e.g. mix.prob=0.5"),
     (
         ["tune=batch"],
-        "tune='batch' is not allowed: lr (the learning-rate finder) or null (train), e.g. tune=lr",
+        "tune='batch' is not allowed: lr (the learning-rate finder), batch_size (the batch-size finder) or "
+        "null (train), e.g. tune=lr",
+    ),
+    (["sam_rho=-0.05"], "sam_rho=-0.05 is not allowed: a distance >= 0 (0 = off), e.g. sam_rho=0.05"),
+    (
+        ["sam_rho=0.05", "trainer.precision=16-mixed"],
+        "trainer.precision='16-mixed' is not allowed: SAM takes two passes a step, which fp16 loss scaling",
+    ),
+    (
+        ["sam_rho=0.05", "+trainer.accumulate_grad_batches=2"],
+        "trainer.accumulate_grad_batches=2 is not allowed: SAM climbs from one batch's gradient",
     ),
     (["ddp.batch=local"], "ddp.batch='local' is not allowed: one of per_device|global"),
     (["model.compile=maybe"], "model.compile='maybe' is not allowed: one of auto|true|false"),

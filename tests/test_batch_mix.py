@@ -8,6 +8,7 @@ import torch
 from conftest import TINY, fake_data, tiny_net
 from entry_point import run_entry_point
 
+from seres.callbacks.flop_count import train_step_flops
 from seres.data.batch_mix import BatchMix
 from seres.module import ClassifierModule
 
@@ -66,27 +67,30 @@ def test_the_module_mixes_training_batches_only_and_counts_the_dominant_label():
     module = ClassifierModule(tiny_net(), partial(torch.optim.SGD, lr=0.1), mix={"mixup_alpha": 1.0})
     module.eval()  # BatchNorm's running statistics: the same network for every call below
     torch.manual_seed(3)
-    loss = module._shared_step((images, labels), "train")[0]
+    loss = module.training_step((images, labels), 0)
     torch.manual_seed(3)
     mixed, targets, dominant = module.batch_mix(images, labels)
     logits = module.net(mixed)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, targets))
     assert module.train_acc.compute() == (logits.argmax(dim=1) == dominant).float().mean()
     # Validation sees the plain batch: its loss is that of the unmixed images.
-    val_loss = module._shared_step((images, labels), "val")[0]
+    val_loss = module._shared_step(images, labels, labels, "val")[0]
     assert torch.allclose(val_loss, torch.nn.functional.cross_entropy(module.net(images), labels))
 
 
 @pytest.mark.slow
-def test_a_run_with_mixup_cutmix_ema_and_tta_trains_validates_and_tests(
+def test_a_bf16_run_with_mixup_cutmix_sam_ema_and_tta_trains_validates_and_tests(
     fake_cifar_bin, tmp_path, monkeypatch
 ):
     arguments = [*TINY, *fake_data(fake_cifar_bin), "trainer.accelerator=cpu", "trainer.max_epochs=2"]
     arguments += ["mix.mixup_alpha=0.2", "mix.cutmix_alpha=1.0", "mix.prob=0.8", "tta=true", "progress=false"]
-    arguments += ["+callbacks.ema._target_=seres.callbacks.EMA", "+callbacks.ema.decay=0.9"]
+    arguments += ["+callbacks.ema._target_=seres.callbacks.EMA", "+callbacks.ema.decay=0.9", "sam_rho=0.05"]
+    arguments += ["trainer.precision=bf16-mixed"]  # and gradient clipping, on by default
     assert run_entry_point([*arguments, f"hydra.run.dir={tmp_path}"], monkeypatch) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 2
     assert metrics["best_val_acc"] is not None and metrics["test_acc"] is not None
+    # SAM's second pass is counted in the compute.
+    assert metrics["flops_per_image"] == 2 * train_step_flops(tiny_net())["train_step_per_image"]
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["hyper_parameters"]["config"]["mix"]
     assert saved == {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 0.8}

@@ -104,7 +104,9 @@ def test_ddp_evaluation_counts_every_image_once_when_the_split_does_not_divide(p
     )
 
 
-def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root, tmp_path):
+def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one_and_sam_keeps_the_ranks_in_step(
+    data_root, tmp_path
+):
     run_dir = tmp_path / "global"
     run_train(
         *TINY,
@@ -114,10 +116,17 @@ def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one(data_root,
         "data.batch_size=64",
         "trainer.max_epochs=1",
         "optimizer.lr=0.1",
+        # SAM climbs along the gradient of both ranks' images; each rank mixes its own.
+        "sam_rho=0.05",
+        "mix.cutmix_alpha=1.0",
+        "+callbacks.weights._target_=recording.RecordWeights",
+        f"+callbacks.weights.dirpath={run_dir}",
         f"hydra.run.dir={run_dir}",
     )
     result = metrics(run_dir)
     assert (result["global_batch_size"], result["lr"]) == (64, 0.1)
+    rank0, rank1 = (torch.load(run_dir / f"weights_rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)  # the same SAM steps on both
     failed = run_train(
         *TINY,
         *data_args(data_root),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 SERES = Path(__file__).resolve().parents[1] / "seres"
-EXPERIMENT = ("model", "module", "data", "callbacks")
+EXPERIMENT = ("model", "module", "data", "optim", "callbacks")
 # From the bottom up: a layer imports nothing of the layers above it.
 LAYERS = ["records", "experiment", "run", "launch", "results"]
 PACKAGES = {"experiment": EXPERIMENT}  # the other layers are one subpackage each, of their name
@@ -48,4 +48,4 @@ def test_the_package_holds_the_two_core_modules_and_the_layers_subpackages():
     top = {path.name for path in SERES.iterdir() if path.suffix == ".py"}
     packages = {path.name for path in SERES.iterdir() if (path / "__init__.py").is_file()}
     assert top == {"__init__.py", "model.py", "module.py"}
-    assert packages == {"records", "data", "callbacks", "run", "launch", "results", "bench"}
+    assert packages == {"records", "data", "optim", "callbacks", "run", "launch", "results", "bench"}

@@ -16,8 +16,8 @@ class TrainingCompute(AtLogSteps, RunMeasure):
     - Every `log_every_n_steps` steps, `train/images_per_sec` over the steps since the last value (it includes
       data loading, never validation); the progress bar shows the same figure.
     - `run_metrics()` for metrics.json: `train_images`, `flops_per_image` (a training step's FLOPs per image,
-      counted once on the network at the start of the fit, seres.callbacks.flop_count) and their product
-      `train_flops`. The count is kept in checkpoints, so a resumed run goes on counting.
+      counted once on the network at the start of the fit, seres.callbacks.flop_count, times the module's
+      `passes_per_step`: SAM's two) and their product `train_flops`. The count is kept in checkpoints, so a resumed run goes on counting.
     """
 
     COUNTERS = ("flops_per_image", "train_images")
@@ -33,7 +33,8 @@ class TrainingCompute(AtLogSteps, RunMeasure):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.flops_per_image is None:
-            self.flops_per_image = train_step_flops(pl_module.net)["train_step_per_image"]
+            passes = getattr(pl_module, "passes_per_step", 1)
+            self.flops_per_image = train_step_flops(pl_module.net)["train_step_per_image"] * passes
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._window_images, self._window_start = self.train_images, time.perf_counter()

@@ -204,6 +204,28 @@ def check_mix(config: dict[str, Any]) -> None:
     _require(0 <= prob <= 1, "mix.prob", prob, "a probability in [0, 1], e.g. mix.prob=0.5")
 
 
+def check_sam(config: dict[str, Any]) -> None:
+    rho = _number(config, "sam_rho")
+    _require(rho >= 0, "sam_rho", rho, "a distance >= 0 (0 = off), e.g. sam_rho=0.05")
+    if rho == 0:
+        return
+    precision = str(config["trainer"].get("precision"))
+    _require(
+        not precision.startswith("16"),
+        "trainer.precision",
+        precision,
+        "SAM takes two passes a step, which fp16 loss scaling does not allow: trainer.precision=bf16-mixed "
+        "or 32-true",
+    )
+    accumulate = config["trainer"].get("accumulate_grad_batches", 1)
+    _require(
+        accumulate == 1,
+        "trainer.accumulate_grad_batches",
+        accumulate,
+        "SAM climbs from one batch's gradient: trainer.accumulate_grad_batches=1 (or sam_rho=0)",
+    )
+
+
 def check_tune(config: dict[str, Any]) -> None:
     tune = config.get("tune")
     _require(
@@ -224,6 +246,7 @@ def check_config(config: dict[str, Any]) -> None:
     check_seed(config)
     check_tune(config)
     check_mix(config)
+    check_sam(config)
     check_optimization(config)
     check_choices(config)
     check_batch_norm(config)

@@ -137,6 +137,7 @@ class TrainSchema:
     label_smoothing: float = 0.0
     param_groups: ParamGroupsSchema = field(default_factory=ParamGroupsSchema)
     mix: MixSchema = field(default_factory=MixSchema)
+    sam_rho: float = 0.0
     tta: bool = False
     tta_translate: int = 0
     test: bool = True
