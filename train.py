@@ -171,7 +171,7 @@ def tune_lr(cfg: DictConfig) -> None:
 
 
 def tune_batch_size(cfg: DictConfig) -> None:
-    """`tune=batch_size`: the largest training batch that fits in GPU memory (seres/run/batch_size_finder.py)."""
+    """`tune=batch_size`: the largest training batch that fits in GPU memory (seres/run/batch_size_finder)."""
     trainer, datamodule, module, _, _ = build_run(cfg)
     if not isinstance(trainer.accelerator, CUDAAccelerator):
         print(
@@ -187,7 +187,8 @@ def tune_batch_size(cfg: DictConfig) -> None:
         )
     found = find_batch_size(trainer, module, datamodule, Path(cfg.paths.output_dir))
     if found is None:
-        print(f"tune=batch_size tries batches below {MAX_BATCH}; data.batch_size={datamodule.batch_size} is not")
+        configured = datamodule.batch_size
+        print(f"tune=batch_size tries batches below {MAX_BATCH}; data.batch_size={configured} is not")
         return
     print(
         f"Largest batch that fits: data.batch_size={found} (trials double up to {MAX_BATCH}); scale "

@@ -209,7 +209,7 @@ class ClassifierModule(L.LightningModule):
         self.batch_mix = BatchMix(**(mix or {}), num_classes=num_classes)
         self.sam_rho = sam_rho
         self.sam: SAM | None = None  # the optimizer, once configured with sam_rho > 0
-        self.sam_batch: tuple[Tensor, Tensor] | None = None  # the step's (images, targets), for SAM's 2nd pass
+        self.sam_batch: tuple[Tensor, Tensor] | None = None  # this step's (images, targets), for SAM
 
     @property
     def passes_per_step(self) -> int:

@@ -25,7 +25,10 @@ def test_the_search_doubles_the_batch_through_the_device_loader_and_leaves_the_r
 ):
     # Lightning's real trials, on the CPU: nothing runs out of memory there, so the search ends at the limit.
     cfg = compose_train(
-        *TINY, *fake_data(fake_cifar_bin, batch_size=16), "trainer.accelerator=cpu", "progress=false",
+        *TINY,
+        *fake_data(fake_cifar_bin, batch_size=16),
+        "trainer.accelerator=cpu",
+        "progress=false",
         output_dir=tmp_path,
     )
     trainer, datamodule, module, _, _ = build_run(cfg)

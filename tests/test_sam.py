@@ -1,4 +1,4 @@
-"""Sharpness-aware minimisation (seres/optim/sam.py): its step by hand, and inside Lightning's training step."""
+"""Sharpness-aware minimisation (seres/optim/sam.py): its step by hand, and in Lightning's training step."""
 
 import copy
 from functools import partial
@@ -19,7 +19,8 @@ SGD = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=5e-4)
 
 def batch(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(size, 3, 32, 32, generator=generator), torch.randint(0, 10, (size,), generator=generator)
+    images = torch.randn(size, 3, 32, 32, generator=generator)
+    return images, torch.randint(0, 10, (size,), generator=generator)
 
 
 def gradients(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
@@ -79,8 +80,13 @@ def test_in_lightnings_training_step_sam_takes_the_same_step_from_the_same_batch
     passes = []
     module.net.register_forward_hook(lambda _net, inputs, _out: passes.append(inputs[0]))
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(images, labels), batch_size=len(labels)))
     assert_same_state(net, expected)

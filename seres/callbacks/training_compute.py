@@ -17,7 +17,8 @@ class TrainingCompute(AtLogSteps, RunMeasure):
       data loading, never validation); the progress bar shows the same figure.
     - `run_metrics()` for metrics.json: `train_images`, `flops_per_image` (a training step's FLOPs per image,
       counted once on the network at the start of the fit, seres.callbacks.flop_count, times the module's
-      `passes_per_step`: SAM's two) and their product `train_flops`. The count is kept in checkpoints, so a resumed run goes on counting.
+      `passes_per_step`: SAM's two) and their product `train_flops`. The count is kept in checkpoints, so a
+      resumed run goes on counting.
     """
 
     COUNTERS = ("flops_per_image", "train_images")

@@ -10,6 +10,8 @@ Modules, each with one job:
 * :mod:`~seres.data.shift_sets`: the official files of the shift test sets CIFAR-10.1 and CIFAR-10-C.
 * :mod:`~seres.data.transforms`: augmentation settings and the per-image CPU transforms.
 * :mod:`~seres.data.batch_augment`: the same augmentation on whole batches, on the images' device.
+* :mod:`~seres.data.batch_policy`: TrivialAugment, RandAugment and AutoAugment on whole batches, per image.
+* :mod:`~seres.data.batch_mix`: MixUp and CutMix of a training batch, with soft targets.
 * :mod:`~seres.data.device_loaders`: device-resident training and evaluation batches.
 * :mod:`~seres.data.datamodule`: the Lightning DataModule (``_target_: seres.data.CIFAR10DataModule``).
 * ``python -m seres.data`` (:mod:`~seres.data.__main__`): fetch and verify the files (``make data``).

@@ -1,8 +1,9 @@
 """Batched augmentation on the images' own device, written as plain tensor ops (no per-sample Python).
 
 Augmentation order and semantics follow the CPU reference
-``RandomCrop(32, padding) -> RandomHorizontalFlip -> RandomRotation -> RandomAffine(translate) -> ColorJitter
--> ToDtype(float32, scale=True) -> Normalize`` followed by cutout in normalised space. Documented deviations:
+``RandomCrop(32, padding) -> RandomHorizontalFlip -> policy -> RandomRotation -> RandomAffine(translate) ->
+ColorJitter -> ToDtype(float32, scale=True) -> Normalize`` followed by cutout in normalised space; the policy
+(TrivialAugmentWide, RandAugment, AutoAugment) is seres.data.batch_policy's. Documented deviations:
 
 * Colour jitter uses the fixed order brightness -> contrast -> saturation, where torchvision draws a random
   order. The three ops commute exactly up to the [0, 1] clamps (brightness scales the grey level and the mean
@@ -15,6 +16,7 @@ Augmentation order and semantics follow the CPU reference
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -22,6 +24,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from seres.data.batch_policy import BatchPolicy
 
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), used by its contrast and saturation ops.
 GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -45,6 +49,9 @@ class AugmentationLike(Protocol):
     crop_padding_mode: str  # "zeros" or "reflect": what the padding holds
     flip: bool  # horizontal flip with probability 0.5
     flip_mode: str  # "random", or "alternate": the caller passes each image's flip (``flips``)
+    policy: str  # "none" or an automatic augmentation policy (seres.data.batch_policy.POLICIES)
+    policy_ops: int  # RandAugment's N
+    policy_magnitude: int  # RandAugment's M
     rotation: float  # max abs rotation in degrees
     translate: float  # max abs shift in each axis, as a fraction of the image size
     brightness: float  # ColorJitter semantics: factor uniform in [max(0, 1 - v), 1 + v]
@@ -86,7 +93,7 @@ def augment_batch(
     """Randomly augment a batch on its own device; every disabled step is skipped entirely.
 
     Args:
-        images: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1].
+        images: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1] (uint8 with ``aug.policy``).
         aug: the augmentation settings (see ``AugmentationLike``).
         generator: a torch.Generator on the images' device, or None for the global RNG.
         mean, std: per-channel statistics in [0, 1] units, both or neither. Given, the result is normalised
@@ -105,6 +112,8 @@ def augment_batch(
         x = random_crop_flip(x, aug.crop_padding, aug.flip, generator, aug.crop_padding_mode, flips)
     elif aug.flip:
         x = random_flip(x, generator, flips)
+    if aug.policy != "none":
+        x = policy_of(aug.policy, aug.policy_ops, aug.policy_magnitude)(x, generator)
     x = to_unit_float(x)
     if aug.rotation > 0 or aug.translate > 0:
         x = random_rotate_translate(x, aug.rotation, aug.translate, generator, interpolation)
@@ -119,6 +128,12 @@ def augment_batch(
     if aug.cutout > 0:
         x = random_cutout(x, aug.cutout, generator)
     return x
+
+
+@functools.cache
+def policy_of(policy: str, num_ops: int, magnitude: int) -> BatchPolicy:
+    """One BatchPolicy per setting, so that its tables reach the device once."""
+    return BatchPolicy(policy, num_ops, magnitude)
 
 
 def random_crop_flip(

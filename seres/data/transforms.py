@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from seres.data.batch_augment import FLIP_MODES, PADDING_MODES
+from seres.data.batch_policy import POLICIES, WIDE_BINS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Augmentation:
     flip: random horizontal flip with probability 0.5.
     flip_mode: "random" (a coin for every image every epoch) or "alternate" (every image mirrored on
         alternate epochs, from a random start of its own; the device pipeline only).
+    policy: an automatic augmentation policy after the crop and flip, each image drawing its own operations:
+        "none", "trivialaugment" (TrivialAugmentWide), "randaugment" or "autoaugment" (the CIFAR-10 policy).
+    policy_ops, policy_magnitude: RandAugment's N (operations per image) and M (0..30).
     rotation: maximum rotation in degrees (uniform in [-rotation, rotation]).
     translate: maximum shift as a fraction of the image size, both axes (0..1).
     brightness, contrast, saturation: ColorJitter strengths (factor uniform in [1-x, 1+x]).
@@ -40,6 +44,9 @@ class Augmentation:
     crop_padding_mode: str = "zeros"
     flip: bool = False
     flip_mode: str = "random"
+    policy: str = "none"
+    policy_ops: int = 2
+    policy_magnitude: int = 9
     rotation: float = 0.0
     translate: float = 0.0
     brightness: float = 0.0
@@ -60,6 +67,15 @@ class Augmentation:
         if self.flip_mode not in FLIP_MODES:
             raise ValueError(
                 f"data.aug.flip_mode must be one of {', '.join(FLIP_MODES)}, got {self.flip_mode!r}"
+            )
+        if self.policy not in POLICIES:
+            raise ValueError(f"data.aug.policy must be one of {'|'.join(POLICIES)}, got {self.policy!r}")
+        if not _is_int(self.policy_ops) or self.policy_ops < 1:
+            raise ValueError(f"data.aug.policy_ops must be an int >= 1, got {self.policy_ops!r}")
+        if not _is_int(self.policy_magnitude) or not 0 <= self.policy_magnitude < WIDE_BINS:
+            raise ValueError(
+                f"data.aug.policy_magnitude must be an int from 0 to {WIDE_BINS - 1}, "
+                f"got {self.policy_magnitude!r}"
             )
         if not isinstance(self.flip, bool):
             raise ValueError(f"data.aug.flip must be true or false, got {self.flip!r}")
@@ -120,7 +136,7 @@ class Cutout(torch.nn.Module):
 def build_train_transform(aug: Augmentation, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
     """Per-image training transform: uint8 (3, 32, 32) in, normalised float32 (3, 32, 32) out.
 
-    Order: RandomCrop -> HorizontalFlip -> Rotation -> Affine translate -> ColorJitter -> ToDtype ->
+    Order: RandomCrop -> HorizontalFlip -> policy -> Rotation -> Affine translate -> ColorJitter -> ToDtype ->
     Normalize -> Cutout, each step only when enabled in ``aug``.
     """
     if aug.flip and aug.flip_mode != "random":
@@ -135,6 +151,8 @@ def build_train_transform(aug: Augmentation, mean: Sequence[float], std: Sequenc
         steps.append(v2.RandomCrop(32, padding=aug.crop_padding, padding_mode=padding_mode))
     if aug.flip:
         steps.append(v2.RandomHorizontalFlip())
+    if aug.policy != "none":
+        steps.append(policy_transform(aug))
     if aug.rotation:
         steps.append(v2.RandomRotation(aug.rotation))
     if aug.translate:
@@ -145,6 +163,19 @@ def build_train_transform(aug: Augmentation, mean: Sequence[float], std: Sequenc
     if aug.cutout:
         steps.append(Cutout(aug.cutout))
     return v2.Compose(steps)
+
+
+def policy_transform(aug: Augmentation) -> v2.Transform:
+    """torchvision's transform of `aug.policy`, for one uint8 image (seres.data.batch_policy: batches)."""
+    if aug.policy == "trivialaugment":
+        return v2.TrivialAugmentWide()
+    if aug.policy == "randaugment":
+        return v2.RandAugment(num_ops=aug.policy_ops, magnitude=aug.policy_magnitude)
+    return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def build_eval_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
