@@ -1,4 +1,4 @@
-"""Automatic augmentation policies on batches (seres/data/batch_policy.py), against torchvision's per image."""
+"""Augmentation policies on batches (seres/data/batch_policy.py), against torchvision's on each image."""
 
 import pytest
 import torch
@@ -16,7 +16,9 @@ SIGNED_MAGNITUDES = {"ShearX": 0.61, "ShearY": -0.37, "TranslateX": -13.0, "Tran
 def images(count: int = 12, seed: int = 0) -> torch.Tensor:
     """Smooth-ish uint8 images: every operation changes them visibly."""
     noise = torch.randint(0, 256, (count, 3, 32, 32), generator=torch.Generator().manual_seed(seed))
-    return F.avg_pool2d(noise.float(), 3, 1, 1).round().to(torch.uint8)
+    smooth = F.avg_pool2d(noise.float(), 3, 1, 1).round().to(torch.uint8)
+    smooth[0, 1] = 90  # one flat channel: autocontrast and equalize have nothing to stretch there
+    return smooth
 
 
 def torchvision_op(image: torch.Tensor, op: str, magnitude: float) -> torch.Tensor:

@@ -36,7 +36,8 @@ from seres.run.cpu_features import NATIVE_BF16_FEATURES, has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-SECTIONS = ("lightning", "plain", "seed", "data")
+POLICY_SECTIONS = ("data_trivialaugment", "data_randaugment", "data_autoaugment")
+SECTIONS = ("lightning", "plain", "seed", "data", *POLICY_SECTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,7 @@ def test_the_smoke_run_times_every_section_for_the_steps_asked(smoke_run):
         "seed": config["seed_steps"],
         "data": config["data_epochs"] * (config["images"] // config["batch_size"]),
     }
+    expected_steps |= {name: expected_steps["data"] for name in POLICY_SECTIONS}
     for name, steps in expected_steps.items():
         assert sections[name]["timed_steps"] == steps, name
         assert sections[name]["images_per_s"] > 0 and min(sections[name]["window_images_per_s"]) > 0, name

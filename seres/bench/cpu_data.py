@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from seres.bench.images import gpu_loader
+from seres.bench.images import device_loader
 from seres.bench.settings import Settings
 from seres.bench.timing import time_steps
 from seres.data import build_train_transform
@@ -52,7 +52,7 @@ def time_data_paths(images: Tensor, labels: Tensor, settings: Settings, on_path:
     All use the project recipe's augmentation and batch, NCHW; `on_path(key, result)` as each one ends.
     """
     nchw = dataclasses.replace(settings, channels_last=False)  # what the DataLoader gives
-    tensor = gpu_loader(images, labels, nchw, settings.project)
+    tensor = device_loader(images, labels, nchw, settings.project)
     on_path(
         "tensor",
         {

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seres.bench.images import gpu_loader
+from seres.bench.images import device_loader
 from seres.bench.plain_loop import plain_loop
 from seres.bench.run import make_network
 from seres.bench.settings import Settings
@@ -71,7 +71,7 @@ def time_grid(
     for variant in grid_variants(settings.compile):
         row_settings = variant.apply(settings)
         model = build_model(row_settings)
-        loader = gpu_loader(images, labels, row_settings, settings.project)
+        loader = device_loader(images, labels, row_settings, settings.project)
         on_row(variant.name, {**dataclasses.asdict(variant), **plain_loop(model, loader, row_settings)})
         models[variant.name] = model
     return models

@@ -26,7 +26,7 @@ from seres.bench.cpu_grid import (
 )
 from seres.bench.cpu_report import cpu_header
 from seres.bench.flops import matmul_peak
-from seres.bench.images import gpu_loader, load_images
+from seres.bench.images import device_loader, load_images
 from seres.bench.lightning_loop import lightning_loop
 from seres.bench.plain_loop import plain_loop
 from seres.bench.report import describe_augmentation
@@ -68,8 +68,8 @@ def compare_loops(
     loop_settings = variant.apply(settings)
     # `is None`, not truthiness: a compiled module refuses len(), which `or` would ask it for.
     model = model if model is not None else build_model(loop_settings)
-    plain = plain_loop(model, gpu_loader(images, labels, loop_settings, settings.project), loop_settings)
-    loader = gpu_loader(images, labels, loop_settings, settings.project)
+    plain = plain_loop(model, device_loader(images, labels, loop_settings, settings.project), loop_settings)
+    loader = device_loader(images, labels, loop_settings, settings.project)
     lightning = lightning_loop(model, loader, loop_settings, sync_probe=False)
     return {
         "setting": variant.name,

@@ -1,7 +1,9 @@
-"""The images every section trains on, the device pipeline that serves them, and (4): that pipeline alone."""
+"""The images every section trains on, the device pipeline that serves them, and (4): that pipeline alone,
+also with each automatic augmentation policy (data.aug.policy) added to it."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -31,20 +33,26 @@ def load_images(settings: Settings) -> tuple[Tensor, Tensor, str]:
     return images, labels, f"random uint8 images ({n:,} x 3 x 32 x 32), no dataset needed"
 
 
-def gpu_loader(
-    images: Tensor, labels: Tensor, settings: Settings, recipe: Recipe | None = None
+def device_loader(
+    images: Tensor,
+    labels: Tensor,
+    settings: Settings,
+    recipe: Recipe | None = None,
+    policy: str | None = None,
 ) -> DeviceTrainLoader:
-    """The device pipeline over `images` with `recipe`'s augmentations and normalisation (default: seed's).
+    """The device pipeline over `images` with `recipe`'s augmentations and normalisation (default: seed's),
+    with `policy` (data.aug.policy) in place of the recipe's when given.
 
     It runs on the settings' device, a CPU included: there it is the batched tensor pipeline in the main
     process.
     """
     recipe = recipe or settings.seed
+    aug = recipe.aug if policy is None else dataclasses.replace(recipe.aug, policy=policy)
     return DeviceTrainLoader(
         images,
         labels,
         batch_size=settings.batch_size,
-        aug=recipe.aug,
+        aug=aug,
         mean=recipe.mean,
         std=recipe.std,
         device=settings.torch_device,

@@ -11,6 +11,9 @@ SECTION_TITLES = {
     "plain": "(2) plain PyTorch loop",
     "seed": "(3) seed pipeline",
     "data": "(4) data pipeline alone",
+    "data_trivialaugment": "(4) + data.aug.policy=trivialaugment",
+    "data_randaugment": "(4) + data.aug.policy=randaugment",
+    "data_autoaugment": "(4) + data.aug.policy=autoaugment",
     "lightning_eager": "(1) Lightning loop, uncompiled",
     "plain_eager": "(2) plain loop, uncompiled",
 }

@@ -16,13 +16,14 @@ import torch
 from torch import nn
 
 from seres.bench.flops import matmul_peak, measure_flops
-from seres.bench.images import data_pipeline, gpu_loader, load_images
+from seres.bench.images import data_pipeline, device_loader, load_images
 from seres.bench.lightning_loop import lightning_loop
 from seres.bench.plain_loop import plain_loop
 from seres.bench.report import SECTION_TITLES, describe_augmentation, header
 from seres.bench.seed_loop import seed_loop
 from seres.bench.settings import Settings
 from seres.data import DeviceTrainLoader
+from seres.data.batch_policy import POLICIES
 from seres.model import SEResNet, count_parameters
 from seres.records.atomic import write_json
 
@@ -151,9 +152,12 @@ def run(settings: Settings, json_path: Path | None = None) -> dict[str, Any]:
     device_images, device_labels = images.to(device), labels.to(device)
 
     def loader() -> DeviceTrainLoader:
-        return gpu_loader(device_images, device_labels, settings)
+        return device_loader(device_images, device_labels, settings)
 
     record("data", data_pipeline(loader(), settings))
+    for policy in POLICIES[1:]:  # what each policy costs the pipeline, so that none makes the GPU wait
+        policy_loader = device_loader(device_images, device_labels, settings, policy=policy)
+        record(f"data_{policy}", data_pipeline(policy_loader, settings))
     net = make_network(settings)
     # One compiled network for (2) and (1): (2) pays the compilation, (1) should find it cached.
     model = torch.compile(net) if settings.compile else net

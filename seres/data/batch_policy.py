@@ -172,7 +172,7 @@ def apply_ops(
     x = posterize(x, torch.where(ops == OP["Posterize"], magnitudes, 8.0))
     x = solarize(x, torch.where(ops == OP["Solarize"], magnitudes * 255.0, 256.0))
     for name, operation in (
-        ("AutoContrast", TF.autocontrast),
+        ("AutoContrast", autocontrast),
         ("Equalize", TF.equalize),
         ("Invert", _invert),
     ):
@@ -292,6 +292,16 @@ def solarize(images: Tensor, thresholds: Tensor) -> Tensor:
     """Invert the values at or above each image's threshold (B,); 256 leaves an image unchanged."""
     at_or_above = images >= thresholds.to(torch.float32).view(-1, 1, 1, 1)
     return torch.where(at_or_above, _invert(images), images)
+
+
+def autocontrast(images: Tensor) -> Tensor:
+    """torchvision's autocontrast (each channel stretched to 0..255), without its boolean-mask assignment,
+    which would wait for the device."""
+    x = images.to(torch.float32)
+    low, high = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
+    flat = high == low
+    inverse_scale = torch.where(flat, 1.0, (high - low).mul_(1.0 / 255))
+    return x.sub_(torch.where(flat, 0.0, low)).div_(inverse_scale).clamp_(0, 255).to(images.dtype)
 
 
 def _invert(images: Tensor) -> Tensor:
