@@ -39,6 +39,7 @@ def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():
         cfg = compose(config_name="train", overrides=["experiment=best", "paths.output_dir=/unused"])
     assert cfg.model.layer4 and cfg.model.se_reduction > 0 and cfg.trainer.max_epochs <= 200
     assert cfg.data.aug.cutout == 16 and cfg.data.aug.crop_padding == 4 and cfg.data.aug.flip
+    assert cfg.data.aug.policy == "trivialaugment" and cfg.sam_rho == 0.05
     assert cfg.label_smoothing == 0.1 and cfg.tta
     assert cfg.callbacks.ema._target_ == "seres.callbacks.EMA"
 
