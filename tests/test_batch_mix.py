@@ -79,13 +79,13 @@ def test_the_module_mixes_training_batches_only_and_counts_the_dominant_label():
 
 
 @pytest.mark.slow
-def test_a_bf16_run_with_mixup_cutmix_sam_ema_and_tta_trains_validates_and_tests(
+def test_a_bf16_run_with_mixup_cutmix_sam_a_policy_ema_and_tta_trains_validates_and_tests(
     fake_cifar_bin, tmp_path, monkeypatch
 ):
     arguments = [*TINY, *fake_data(fake_cifar_bin), "trainer.accelerator=cpu", "trainer.max_epochs=2"]
     arguments += ["mix.mixup_alpha=0.2", "mix.cutmix_alpha=1.0", "mix.prob=0.8", "tta=true", "progress=false"]
     arguments += ["+callbacks.ema._target_=seres.callbacks.EMA", "+callbacks.ema.decay=0.9", "sam_rho=0.05"]
-    arguments += ["trainer.precision=bf16-mixed"]  # and gradient clipping, on by default
+    arguments += ["trainer.precision=bf16-mixed", "data.aug.policy=autoaugment"]  # gradient clipping: default
     assert run_entry_point([*arguments, f"hydra.run.dir={tmp_path}"], monkeypatch) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 2

@@ -116,9 +116,10 @@ def test_global_batch_mode_splits_the_batch_and_refuses_an_uneven_one_and_sam_ke
         "data.batch_size=64",
         "trainer.max_epochs=1",
         "optimizer.lr=0.1",
-        # SAM climbs along the gradient of both ranks' images; each rank mixes its own.
+        # SAM climbs along the gradient of both ranks' images; each rank mixes and augments its own.
         "sam_rho=0.05",
         "mix.cutmix_alpha=1.0",
+        "data.aug.policy=trivialaugment",
         "+callbacks.weights._target_=recording.RecordWeights",
         f"+callbacks.weights.dirpath={run_dir}",
         f"hydra.run.dir={run_dir}",

@@ -48,6 +48,17 @@ def test_overrides_shared_by_every_run_are_said_once_and_the_rest_per_row(run_di
     assert [row[1] for row in table_rows(output)] == ["", "`seed=1`"]
 
 
+def test_the_training_rate_is_the_runs_images_over_its_training_seconds(run_dir, tmp_path):
+    timed = tmp_path / "timed"
+    shutil.copytree(run_dir, timed)
+    metrics = json.loads((timed / "metrics.json").read_text())
+    (timed / "metrics.json").write_text(json.dumps({**metrics, "train_seconds": 12.5}))
+    output = run_cli("-m", "seres.results.runs_table", "--rate", str(run_dir), str(timed)).stdout
+    assert "| training images/s |" in output
+    untimed, rated = (row[-1] for row in table_rows(output))
+    assert untimed == "" and rated == f"{metrics['train_images'] / 12.5:,.0f}"
+
+
 def test_a_directory_without_metrics_is_named_in_one_line(tmp_path):
     result = run_cli("-m", "seres.results.runs_table", str(tmp_path), expect_success=False)
     assert result.returncode == 2

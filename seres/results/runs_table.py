@@ -2,11 +2,14 @@
 
     python -m seres.results.runs_table docs/results/cpu-fast-screen/*/
     python -m seres.results.runs_table --eval RUN_DIR/eval_val*/   # eval.py's results: a row an evaluation
+    python -m seres.results.runs_table --rate RUN_DIR...   # and each run's training images per second
 
 One row a run directory: its path as given, the overrides it was given (those common to every row are
 printed once, above the table), the global batch size and peak learning rate it recorded, optimizer steps,
 training images and compute, best validation accuracy, test accuracy where it was tested, and validation
-accuracy by epoch. Everything comes from the run's metrics.json and epochs.csv (train.py writes both).
+accuracy by epoch; with --rate, training images per second (its training images over `train_seconds`, the
+training time without validation or compilation that callbacks.time_to_accuracy records). Everything comes
+from the run's metrics.json and epochs.csv (train.py writes both).
 """
 
 from __future__ import annotations
@@ -80,13 +83,20 @@ def run_row(run: dict[str, Any], common: list[str]) -> list[str]:
     ]
 
 
-def runs_table(run_dirs: Sequence[Path]) -> list[str]:
-    """The markdown lines: the overrides common to every run, then one row a run."""
+def training_rate(run: dict[str, Any]) -> str:
+    """Training images per second of training time, where the run recorded that time."""
+    images, seconds = run.get("train_images"), run.get("train_seconds")
+    return f"{images / seconds:,.0f}" if images and seconds else ""
+
+
+def runs_table(run_dirs: Sequence[Path], rate: bool = False) -> list[str]:
+    """The markdown lines: the overrides common to every run, then one row a run (`rate`: with images/s)."""
     runs = [read_run(run_dir) for run_dir in run_dirs]
     common = common_overrides(runs)
     shared = " ".join(f"`{item}`" for item in common) or "none"
-    rows = [run_row(run, common) for run in runs]
-    return [f"Overrides of every run: {shared}", "", *markdown_table(HEADER, rows)]
+    rows = [run_row(run, common) + ([training_rate(run)] if rate else []) for run in runs]
+    header = HEADER + (["training images/s"] if rate else [])
+    return [f"Overrides of every run: {shared}", "", *markdown_table(header, rows)]
 
 
 EVAL_HEADER = ["evaluation", "checkpoint", "split", "tta", "tta_translate", "images", "accuracy"]
@@ -113,12 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("run_dirs", type=Path, nargs="+", help="directories of finished runs")
     parser.add_argument("--eval", action="store_true", help="the directories are eval.py's output_dirs")
+    parser.add_argument("--rate", action="store_true", help="add each run's training images per second")
     args = parser.parse_args(argv)
     try:
         if args.eval:
             print("\n".join(markdown_table(EVAL_HEADER, [eval_row(path) for path in args.run_dirs])))
         else:
-            print("\n".join(runs_table(args.run_dirs)))
+            print("\n".join(runs_table(args.run_dirs, rate=args.rate)))
     except ReportError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
