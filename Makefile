@@ -51,7 +51,9 @@ train: data  ## Train the default config; pass overrides as ARGS="model.layer4=t
 # One torch thread each (the runs they start included): more threads than cores only wait for each other.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist worksteal
 
-test: data slurm  ## Run the whole test suite; the 15 slowest tests are listed at the end
+# The data (after the install) and SLURM's Debian packages download side by side on a fresh machine.
+test:  ## Run the whole test suite; the 15 slowest tests are listed at the end
+	$(MAKE) --no-print-directory -j2 data slurm
 	$(PYTEST) --durations=15
 
 test-fast: data  ## The edit loop: every test but the end-to-end runs (pytest -m "not slow")
