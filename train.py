@@ -181,9 +181,9 @@ def tune_batch_size(cfg: DictConfig) -> None:
         return
     if isinstance(trainer.strategy, ParallelStrategy):
         raise ConfigError(
-            f"tune=batch_size runs in one process (Lightning's finder), not with trainer.strategy="
-            f"{cfg.trainer.strategy}: each GPU holds the same batch; add trainer.devices=1 "
-            "trainer.strategy=auto and use the result with ddp.batch=per_device"
+            f"tune=batch_size runs Lightning's batch-size finder in one process on one GPU, not under "
+            f"{type(trainer.strategy).__name__} on {trainer.num_devices} devices: add trainer.devices=1 "
+            "trainer.strategy=auto, and use the batch it finds per GPU with ddp.batch=per_device"
         )
     found = find_batch_size(trainer, module, datamodule, Path(cfg.paths.output_dir))
     if found is None:
@@ -191,8 +191,8 @@ def tune_batch_size(cfg: DictConfig) -> None:
         print(f"tune=batch_size tries batches below {MAX_BATCH}; data.batch_size={configured} is not")
         return
     print(
-        f"Largest batch that fits: data.batch_size={found} (trials double up to {MAX_BATCH}); scale "
-        f"optimizer.lr by {found / datamodule.batch_size:g} with it, or run tune=lr at that batch"
+        f"Largest batch that fits: data.batch_size={found} (the configured batch doubled or halved, below "
+        f"{MAX_BATCH}); scale optimizer.lr by {found / datamodule.batch_size:g} with it, or run tune=lr at it"
     )
 
 

@@ -78,10 +78,6 @@ class BatchPolicy:
             self._on_device[device] = {name: table.to(device) for name, table in self._tables.items()}
         return self._on_device[device]
 
-    @property
-    def enabled(self) -> bool:
-        return self.policy != "none"
-
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if images.dtype != torch.uint8:
             raise ValueError(f"data.aug.policy works on uint8 images, got {images.dtype}")
