@@ -225,11 +225,14 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The run's last.ckpt with resume=true, else None: a new run."""
+    """The run's last.ckpt with resume=true; else `continue_from` (another run's checkpoint); else None."""
     last = run_dir / "last.ckpt"
     if cfg.resume and last.is_file():
         log.info(f"resuming from {last}")
         return str(last)
+    if cfg.continue_from:
+        log.info(f"continuing from {cfg.continue_from} (weights, optimizer, epoch) under this run's settings")
+        return cfg.continue_from
     if cfg.resume:
         # Normal for a sweep's new job; for a person, usually a forgotten hydra.run.dir.
         log.info(f"resume=true, but {run_dir} has no last.ckpt: starting a new run (give hydra.run.dir=...)")

@@ -144,6 +144,7 @@ class TrainSchema:
     progress: bool = True
     tune: str | None = None  # null, lr or batch_size (config_checks)
     resume: bool = False
+    continue_from: str | None = None
     ddp: DDPSchema = field(default_factory=DDPSchema)
 
 

@@ -1,4 +1,5 @@
-"""`resume=true` continues a run only under the settings it started with.
+"""`resume=true` continues a run only under the settings it started with; `continue_from=CHECKPOINT` trains
+on from another run's checkpoint, under new settings, but only with the same network.
 
 Checked before anything is written (seres.run.start_checks), so a refused resume leaves the run's files
 exactly as they were.
@@ -10,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from seres.model import RUNTIME_KEYS
 from seres.run.checkpoints import read_lightning_checkpoint
 from seres.run.config_checks import ConfigError
 
@@ -55,4 +57,24 @@ def require_same_settings(checkpoint: Path, cfg: DictConfig) -> None:
         raise ConfigError(
             f"resume=true, but {checkpoint} was made with other settings ({details}). Resume with the "
             f"settings it was started with (the first value of each pair) or start a new run directory."
+        )
+
+
+def require_same_network(checkpoint: str, cfg: DictConfig) -> None:
+    """ConfigError (or CheckpointError) unless `checkpoint` is train.py's, of the network `cfg` builds."""
+    if not Path(checkpoint).is_file():
+        raise ConfigError(
+            f"continue_from={checkpoint} is not a file: give a checkpoint written by train.py, e.g. "
+            "continue_from=outputs/DATE/TIME/last.ckpt"
+        )
+    saved = read_lightning_checkpoint(checkpoint, weights_only=False)["hyper_parameters"]["config"]["model"]
+    now = OmegaConf.to_container(cfg.model, resolve=True)
+    changed = sorted(
+        k for k in now.keys() | saved.keys() if k not in RUNTIME_KEYS and now.get(k) != saved.get(k)
+    )
+    if changed:
+        details = ", ".join(f"model.{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise ConfigError(
+            f"continue_from={checkpoint} holds another network ({details}); continue it with its own model "
+            "settings (the first value of each pair)"
         )

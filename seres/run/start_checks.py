@@ -25,7 +25,7 @@ from seres.run.auto_settings import resolve_auto
 from seres.run.checkpoints import CheckpointError
 from seres.run.config_checks import ConfigError, check_config
 from seres.run.interrupts import RunInterrupted
-from seres.run.resume import RUN_RESULTS, require_same_settings
+from seres.run.resume import RUN_RESULTS, require_same_network, require_same_settings
 from seres.run.slurm import check_slurm_tasks, leave_run_files_to_the_first_task
 from seres.run.trackers import require_trackers
 
@@ -73,6 +73,9 @@ def check_run_files(cfg: DictConfig, run_dir: Path) -> None:
         require_unused(run_dir)
     elif last.is_file():
         require_same_settings(last, cfg)
+        return  # the run continues itself, not continue_from
+    if cfg.continue_from:
+        require_same_network(cfg.continue_from, cfg)
 
 
 def exit_with(error: BaseException) -> None:
