@@ -1,6 +1,6 @@
 """Callbacks for tests, used as e.g. `+callbacks.seen._target_=recording.RecordSeenSamples` with `tests/` on
 PYTHONPATH: which training images each DDP rank saw (looked up by content, so it needs `data/aug=none`), slow
-steps to interrupt, each rank's trained weights.
+steps to interrupt, each rank's trained weights, three sweep jobs made to overlap without timing guesses.
 """
 
 import json
@@ -51,3 +51,30 @@ class RecordWeights(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         weights = {name: p.detach().cpu() for name, p in pl_module.net.named_parameters()}
         torch.save(weights, self.dirpath / f"weights_rank{trainer.global_rank}.pt")
+
+
+class OverlapThreeJobs(L.Callback):
+    """Makes sweep jobs 0, 1 and 2 overlap by waiting on each other, not on timing: job 1 trains only once job 0
+    has started training, and job 0 ends only once job 2 has started (in the slot job 1 freed). Each job marks
+    its start in `dirpath`. A wait gives up after `timeout` s, so a launcher that runs one job at a time fails
+    the test's overlap check instead of hanging."""
+
+    def __init__(self, dirpath: str, job: int, timeout: float = 300.0) -> None:
+        self.dirpath = Path(dirpath)
+        self.job = job
+        self.timeout = timeout
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / f"{self.job}.started").touch()
+        if self.job == 1:
+            self._wait_for_start_of(0)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.job == 0:
+            self._wait_for_start_of(2)
+
+    def _wait_for_start_of(self, job: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not (self.dirpath / f"{job}.started").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)

@@ -30,8 +30,7 @@ def test_cpu_slots_split_the_cores_evenly():
 @pytest.mark.slow
 def test_parallel_jobs_overlap_in_time_and_never_share_a_core(fake_cifar_bin, tmp_path):
     sweep = tmp_path / "sweep"
-    # Job 0 is slow: jobs 1 and 2 run beside it one after the other, and job 2 must take job 1's freed slot.
-    # Job 1 trains for seconds too, so that it still overlaps job 0 when a loaded machine starts job 0 late.
+    # Job 1 runs beside job 0, and job 2 must take job 1's freed slot while job 0 still runs.
     run_train(
         "-m",
         "hydra/launcher=parallel",
@@ -39,9 +38,10 @@ def test_parallel_jobs_overlap_in_time_and_never_share_a_core(fake_cifar_bin, tm
         *TINY,
         *fake_data(fake_cifar_bin, val_size=80),
         "trainer.accelerator=cpu",
-        "trainer.max_epochs=2",
-        "+callbacks.slow._target_=recording.SlowSteps",
-        "+callbacks.slow.seconds=1.0,0.25,0.0",
+        "trainer.max_epochs=1",
+        "+callbacks.overlap._target_=recording.OverlapThreeJobs",
+        f"+callbacks.overlap.dirpath={tmp_path / 'started'}",
+        "+callbacks.overlap.job=0,1,2",
         f"hydra.sweep.dir={sweep}",
     )
     jobs = [read_metrics(sweep / str(n)) for n in range(3)]
