@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from seres.model import SEResNet
 
@@ -57,6 +60,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The directory `name`, filled by `make` once per test session: the first pytest-xdist worker to ask
+    makes it while the others wait, so that an expensive end-to-end run is not repeated on every worker.
+    Tests that share it only read it, or write files of their own names into it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the workers' temporary directories share this parent
+    path, made = base / name, base / f"{name}.made"
+    with FileLock(base / f"{name}.lock"):
+        if not made.exists():
+            shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
+            path.mkdir()
+            make(path)
+            made.touch()
+    return path
 
 
 def free_port() -> int:

@@ -1,14 +1,15 @@
 """One short training run on the real CIFAR-10, shared by the report, eval, predict and export tests.
 
-Each test module asks for it with `short_real_run(tmp_path_factory.getbasetemp())`; the first one trains,
-the others find its metrics.json and reuse it. Skips where the real data is missing (see conftest).
+Each test module asks for it with `short_real_run(tmp_path_factory)`; the first one trains (on whichever test
+worker asks first), the others reuse it. Skips where the real data is missing (see conftest).
 """
 
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TINY, real_cifar_root
+import pytest
+from conftest import TINY, made_once, real_cifar_root
 
 REPO = Path(__file__).resolve().parents[1]
 # 20 steps of 64 images per epoch, 2 evaluation batches of 512 images for validation and for the test.
@@ -34,11 +35,12 @@ def run_cli(*command: str, timeout: int = 300, expect_success: bool = True) -> s
     return result
 
 
-def short_real_run(base: Path) -> Path:
+def short_real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory; its console output (stdout, then stderr) is in the sibling file CONSOLE_FILE."""
-    run_dir = base / "short_real_run"
-    if not (run_dir / "metrics.json").is_file():
-        root = real_cifar_root()
-        result = run_cli("train.py", *SHORT_RUN, f"data.root={root}", f"hydra.run.dir={run_dir}")
+    root = real_cifar_root()
+
+    def train(base: Path) -> None:
+        result = run_cli("train.py", *SHORT_RUN, f"data.root={root}", f"hydra.run.dir={base / 'run'}")
         (base / CONSOLE_FILE).write_text(result.stdout + result.stderr)
-    return run_dir
+
+    return made_once(tmp_path_factory, "short_real_run", train) / "run"

@@ -54,10 +54,10 @@ class RecordWeights(L.Callback):
 
 
 class OverlapThreeJobs(L.Callback):
-    """Makes sweep jobs 0, 1 and 2 overlap by waiting on each other, not on timing: job 1 trains only once job 0
-    has started training, and job 0 ends only once job 2 has started (in the slot job 1 freed). Each job marks
-    its start in `dirpath`. A wait gives up after `timeout` s, so a launcher that runs one job at a time fails
-    the test's overlap check instead of hanging."""
+    """Makes sweep jobs 0, 1 and 2 overlap by waiting on each other, not on timing: job 1 trains only once
+    job 0 has started training, and job 0 ends only once job 2 has started (in the slot job 1 freed). Each job
+    marks its start in `dirpath`. A wait gives up after `timeout` s, so a launcher that runs one job at a time
+    fails the test's overlap check instead of hanging."""
 
     def __init__(self, dirpath: str, job: int, timeout: float = 300.0) -> None:
         self.dirpath = Path(dirpath)

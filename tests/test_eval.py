@@ -29,7 +29,7 @@ from seres.run.config_checks import ConfigError
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return short_real_run(tmp_path_factory.getbasetemp())
+    return short_real_run(tmp_path_factory)
 
 
 @torch.no_grad()

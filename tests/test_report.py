@@ -19,7 +19,7 @@ REPORT_FIGURES = ["curves.png", "confusion.png", "mistakes.png"]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return short_real_run(tmp_path_factory.getbasetemp())
+    return short_real_run(tmp_path_factory)
 
 
 def read_events(run_dir: Path) -> EventAccumulator:
@@ -87,8 +87,8 @@ def test_run_directory_holds_the_report_with_its_figures_and_numbers(run_dir):
     assert "_target_: seres.model.SEResNet" in report  # the composed config
 
 
-def test_quiet_mode_keeps_the_line_per_epoch_and_draws_no_bar(run_dir, tmp_path_factory):
-    console = (tmp_path_factory.getbasetemp() / CONSOLE_FILE).read_text()
+def test_quiet_mode_keeps_the_line_per_epoch_and_draws_no_bar(run_dir):
+    console = (run_dir.parent / CONSOLE_FILE).read_text()
     assert "epoch   1/2 | train loss" in console and "epoch   2/2 | train loss" in console
     # The bar's speed columns (batches/s from Lightning's bar, images/s from ours) never appear.
     assert "it/s" not in console and "img/s" not in console

@@ -12,7 +12,7 @@ from real_run import run_cli, short_real_run
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return short_real_run(tmp_path_factory.getbasetemp())
+    return short_real_run(tmp_path_factory)
 
 
 def table_rows(output: str) -> list[list[str]]:

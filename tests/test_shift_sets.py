@@ -20,7 +20,7 @@ CORRUPTIONS = {"brightness": lambda x, s: x + 20 * s, "gaussian_noise": lambda x
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return short_real_run(tmp_path_factory.getbasetemp())
+    return short_real_run(tmp_path_factory)
 
 
 def nhwc(images: torch.Tensor) -> np.ndarray:

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, TRAIN, fake_data, free_port, run_command
+from conftest import REPO, TINY, TRAIN, fake_data, free_port, made_once, run_command
 from interrupting import SLOW_STEPS, interrupt_in_epoch_2
 from mlflow import MlflowClient
 from wandb_records import records, summary
@@ -51,20 +51,21 @@ LABELS = ["task_name=tracked", "tags=[cpu,tiny]"]
 def runs(tmp_path_factory, fake_cifar_bin) -> dict[str, Path]:
     """A 2-job sweep (optimizer.lr=0.05,0.1) with a task name and tags, tracked in all three; its job 1
     stands for a single run (a sweep job is one: train.py run again in a child process)."""
-    root = tmp_path_factory.mktemp("tracked")
-    store = f"sqlite:///{root}/mlflow.db"
-    swept = ["optimizer.lr=0.05,0.1", *LABELS, f"hydra.sweep.dir={root}/logs/sweep"]
-    sweep = tracked(fake_cifar_bin, store, *swept, sweep=True)
-    result = subprocess.run(sweep, cwd=root, env=without_wandb_settings(), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def sweep(root: Path) -> None:
+        swept = ["optimizer.lr=0.05,0.1", *LABELS, f"hydra.sweep.dir={root}/logs/sweep"]
+        command = tracked(fake_cifar_bin, store_in(root), *swept, sweep=True)
+        env = without_wandb_settings()
+        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    root = made_once(tmp_path_factory, "tracked", sweep)
     logs = root / "logs"
-    return {
-        "root": root,
-        "data": fake_cifar_bin,
-        "store": store,
-        "run": logs / "sweep" / "1",
-        "sweep": logs / "sweep",
-    }
+    return {"root": root, "store": store_in(root), "run": logs / "sweep" / "1", "sweep": logs / "sweep"}
+
+
+def store_in(root: Path) -> str:
+    return f"sqlite:///{root}/mlflow.db"
 
 
 def test_mlflow_holds_each_run_with_its_config_metrics_tags_and_files_and_a_sweep_in_one_experiment(runs):
@@ -180,7 +181,9 @@ def test_a_tensorboard_server_shows_our_scalars_hparams_of_the_sweep_and_the_con
         stop(server)
 
 
-def test_a_stopped_then_resumed_run_continues_its_runs_on_a_real_mlflow_server_and_in_wandb(runs, tmp_path):
+def test_a_stopped_then_resumed_run_continues_its_runs_on_a_real_mlflow_server_and_in_wandb(
+    fake_cifar_bin, tmp_path
+):
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
@@ -192,7 +195,7 @@ def test_a_stopped_then_resumed_run_continues_its_runs_on_a_real_mlflow_server_a
         run_dir = tmp_path / "run"
         # 3 epochs, stopped in the second, then resumed: both halves belong to one MLflow run and one W&B run.
         three_epochs = ["trainer.max_epochs=3", SLOW_STEPS, f"hydra.run.dir={run_dir}"]
-        _, _, *overrides = tracked(runs["data"], uri, *three_epochs)
+        _, _, *overrides = tracked(fake_cifar_bin, uri, *three_epochs)
         env = without_wandb_settings()
         stopped = interrupt_in_epoch_2(overrides, run_dir, signal.SIGTERM, cwd=tmp_path, env=env)
         assert "stopped by SIGTERM during epoch 2 of 3" in stopped.stderr, stopped.stderr[-3000:]
@@ -218,14 +221,16 @@ def test_a_stopped_then_resumed_run_continues_its_runs_on_a_real_mlflow_server_a
         stop(server)
 
 
-def test_a_tracker_that_is_not_installed_is_refused_before_any_work_with_the_pip_command(runs, tmp_path):
+def test_a_tracker_that_is_not_installed_is_refused_before_any_work_with_the_pip_command(
+    fake_cifar_bin, tmp_path
+):
     # A Python in which `import mlflow` fails, as where the extra is not installed.
     shadow = tmp_path / "shadow" / "mlflow"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'mlflow'\")\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
     run_dir = tmp_path / "run"
-    command = tracked(runs["data"], runs["store"], "logger=mlflow", f"hydra.run.dir={run_dir}")
+    command = tracked(fake_cifar_bin, store_in(tmp_path), "logger=mlflow", f"hydra.run.dir={run_dir}")
     refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert refused.returncode == 1
     assert "logger=mlflow needs the mlflow package" in refused.stderr
