@@ -1,4 +1,6 @@
-"""Pieces the accuracy recipes are built from: seeds over a multirun, time to accuracy, EMA, the recipes."""
+"""Pieces the accuracy recipes are built from: seeds over a multirun, time to accuracy, EMA, Lookahead, the
+recipes.
+"""
 
 import json
 import sys
@@ -14,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
+from seres.callbacks import Lookahead
 from seres.callbacks.flop_count import train_step_flops
 from seres.data import CIFAR10DataModule
 from seres.launch.sweep import chosen_overrides, select_job
@@ -45,10 +48,14 @@ def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():
 
 
 class RecordFcWeight(L.Callback):
-    """The classifier's weights after each optimizer step, by global step."""
+    """The classifier's weights after each optimizer step, and before the next one, by global step."""
 
     def __init__(self) -> None:
         self.after_step: dict[int, torch.Tensor] = {}
+        self.before_next_step: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.before_next_step[trainer.global_step] = pl_module.net.fc.weight.detach().clone()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.after_step[trainer.global_step] = pl_module.net.fc.weight.detach().clone()
@@ -70,6 +77,28 @@ def test_best_recipe_ema_averages_every_fourth_step_with_its_decay():
     assert cfg.callbacks.ema.every_n_steps == 4
     expected = decay * record.after_step[1] + (1 - decay) * record.after_step[5]
     torch.testing.assert_close(net.fc.weight.detach(), expected)
+
+
+def test_lookahead_steps_the_network_back_to_its_slow_weights_every_k_steps():
+    lookahead, record = Lookahead(decay=0.5, every_n_steps=2), RecordFcWeight()
+    net = tiny_net()
+    module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1, momentum=0.9))
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=8,
+        callbacks=[record, lookahead],
+        enable_checkpointing=False,
+        logger=False,
+    )
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=8))
+    # Updates after steps 1 (a copy), 3, 5 and 7; the step after each starts from the slow weights.
+    slow = record.after_step[1]
+    for step in (3, 5, 7):
+        slow = 0.5 * slow + 0.5 * record.after_step[step]
+        torch.testing.assert_close(record.before_next_step[step], slow)
+    assert not torch.allclose(record.before_next_step[3], record.after_step[3])
+    torch.testing.assert_close(net.fc.weight.detach(), slow)  # training ends on the slow weights
 
 
 @pytest.mark.slow

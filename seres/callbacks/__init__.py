@@ -8,6 +8,7 @@ from seres.callbacks.compile_notice import CompileNotice
 from seres.callbacks.ema import EMA
 from seres.callbacks.epoch_summary import EpochSummary
 from seres.callbacks.grad_norm import GradientNorm
+from seres.callbacks.lookahead import Lookahead
 from seres.callbacks.network_summary import NetworkSummary
 from seres.callbacks.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from seres.callbacks.patch_whitening import PatchWhitening
@@ -22,6 +23,7 @@ __all__ = [
     "EMA",
     "EpochSummary",
     "GradientNorm",
+    "Lookahead",
     "NetworkSummary",
     "NonFiniteLossError",
     "PatchWhitening",

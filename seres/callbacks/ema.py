@@ -17,8 +17,8 @@ class EMA(WeightAveraging):
     def __init__(self, decay: float = 0.999, every_n_steps: int = 1, use_buffers: bool = True) -> None:
         if not 0.0 < decay < 1.0 or every_n_steps < 1:
             raise ValueError(
-                f"EMA(decay={decay}, every_n_steps={every_n_steps}): decay must be in (0, 1) and "
-                "every_n_steps >= 1, e.g. decay=0.999 every_n_steps=1"
+                f"{type(self).__name__}(decay={decay}, every_n_steps={every_n_steps}): decay must be in "
+                "(0, 1) and every_n_steps >= 1, e.g. decay=0.999 every_n_steps=1"
             )
         # Not Lightning's EMAWeightAveraging: its avg_fn updates the averaged model tensor by tensor.
         super().__init__(use_buffers=use_buffers, multi_avg_fn=get_ema_multi_avg_fn(decay))
