@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import made_once
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -42,11 +43,19 @@ SECTIONS = ("lightning", "plain", "seed", "data", *POLICY_SECTIONS)
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    destination = tmp_path_factory.mktemp("bench") / "bench.json"
-    command = [sys.executable, "-m", "seres.bench", "--quick", "--device", "cpu", "--json", str(destination)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(destination.read_text()), result.stdout + result.stderr
+    def bench(base: Path) -> None:
+        quick = ["--quick", "--device", "cpu"]
+        command = [sys.executable, "-m", "seres.bench", *quick, "--json", f"{base}/bench.json"]
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-4000:]
+        (base / "console.txt").write_text(result.stdout + result.stderr)
+
+    return bench_files(made_once(tmp_path_factory, "bench_smoke", bench))
+
+
+def bench_files(base: Path) -> tuple[dict, str]:
+    """A bench run's JSON results and its console output."""
+    return json.loads((base / "bench.json").read_text()), (base / "console.txt").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -249,13 +258,18 @@ CPU_FULL_TINY = [
 
 @pytest.fixture(scope="module")
 def cpu_full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    destination = tmp_path_factory.mktemp("bench") / "cpu_full.json"
-    command = [sys.executable, "-m", "seres.bench", *CPU_FULL_TINY, "--json", str(destination)]
-    # One thread: on a busy machine torch's threads wait on each other and the same steps take 2-10x longer.
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=environment)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(destination.read_text()), result.stdout + result.stderr
+    def bench(base: Path) -> None:
+        command = [sys.executable, "-m", "seres.bench", *CPU_FULL_TINY, "--json", f"{base}/bench.json"]
+        # One thread: on a busy machine torch's threads wait on each other and the same steps take 2-10x
+        # longer.
+        environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=300, env=environment
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        (base / "console.txt").write_text(result.stdout + result.stderr)
+
+    return bench_files(made_once(tmp_path_factory, "bench_cpu_full", bench))
 
 
 def columns_after(output: str, title: str) -> list[str]:

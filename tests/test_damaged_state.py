@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, fake_data, run_command, run_train
+from conftest import TINY, fake_data, made_once, run_command, run_train
 
 from seres.records.atomic import DiskFullError, atomic_save, write_json
 
@@ -19,9 +19,10 @@ MODULE = [sys.executable, "-m"]
 
 @pytest.fixture(scope="module")
 def finished_run(fake_cifar_bin, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    run_train(*TINY, *fake_data(fake_cifar_bin), *SHORT, f"hydra.run.dir={run_dir}")
-    return run_dir
+    def train(base: Path) -> None:
+        run_train(*TINY, *fake_data(fake_cifar_bin), *SHORT, f"hydra.run.dir={base / 'run'}")
+
+    return made_once(tmp_path_factory, "finished_run", train) / "run"
 
 
 def files_of(run_dir: Path) -> dict[Path, bytes]:

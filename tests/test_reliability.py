@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL, fake_data, real_cifar_root, run_command, run_train, write_fake_cifar10
+from conftest import (
+    TINY_MODEL,
+    fake_data,
+    made_once,
+    real_cifar_root,
+    run_command,
+    run_train,
+    write_fake_cifar10,
+)
 from hydra import compose, initialize_config_dir
 from interrupting import SLOW_STEPS, interrupt_in_epoch_2
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
@@ -57,9 +65,10 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(data_root, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    run_train(*deterministic_run(data_root), f"hydra.run.dir={run_dir}")
-    return run_dir
+    def train(base: Path) -> None:
+        run_train(*deterministic_run(data_root), f"hydra.run.dir={base / 'run'}")
+
+    return made_once(tmp_path_factory, "uninterrupted", train) / "run"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, fake_data, real_cifar_root, run_train, tiny_net
+from conftest import TINY, fake_data, made_once, real_cifar_root, run_train, tiny_net
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seres.data import build_eval_transform, load_cifar10
@@ -24,10 +24,11 @@ def read_events(run_dir: Path) -> EventAccumulator:
 
 @pytest.fixture(scope="module")
 def single_run(fake_cifar_bin, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("single") / "run"
-    three_epochs = ["trainer.max_epochs=3", INTERPOLATED, f"hydra.run.dir={run_dir}"]
-    run_train(*TINY, *fake_data(fake_cifar_bin), *three_epochs)
-    return run_dir
+    def train(base: Path) -> None:
+        three_epochs = ["trainer.max_epochs=3", INTERPOLATED, f"hydra.run.dir={base / 'run'}"]
+        run_train(*TINY, *fake_data(fake_cifar_bin), *three_epochs)
+
+    return made_once(tmp_path_factory, "single_run", train) / "run"
 
 
 # An override whose value refers to another setting (here: the default value, written out).
