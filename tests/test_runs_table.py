@@ -36,9 +36,16 @@ def test_a_row_says_what_the_runs_files_say(run_dir):
     assert by_epoch == " / ".join(f"{100 * acc:.1f}" for acc in val_accs)
 
 
+def files_of_run(run_dir: Path, target: Path) -> Path:
+    """A copy of the files the table reads (tests on other workers may write evaluations into the run)."""
+    target.mkdir()
+    for name in ("metrics.json", "epochs.csv"):
+        shutil.copy(run_dir / name, target / name)
+    return target
+
+
 def test_overrides_shared_by_every_run_are_said_once_and_the_rest_per_row(run_dir, tmp_path):
-    other = tmp_path / "other_seed"
-    shutil.copytree(run_dir, other)
+    other = files_of_run(run_dir, tmp_path / "other_seed")
     metrics = json.loads((other / "metrics.json").read_text())
     metrics["overrides"] = [*metrics["overrides"], "seed=1"]
     (other / "metrics.json").write_text(json.dumps(metrics))
@@ -49,8 +56,7 @@ def test_overrides_shared_by_every_run_are_said_once_and_the_rest_per_row(run_di
 
 
 def test_the_training_rate_is_the_runs_images_over_its_training_seconds(run_dir, tmp_path):
-    timed = tmp_path / "timed"
-    shutil.copytree(run_dir, timed)
+    timed = files_of_run(run_dir, tmp_path / "timed")
     metrics = json.loads((timed / "metrics.json").read_text())
     (timed / "metrics.json").write_text(json.dumps({**metrics, "train_seconds": 12.5}))
     output = run_cli("-m", "seres.results.runs_table", "--rate", str(run_dir), str(timed)).stdout
