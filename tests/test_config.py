@@ -101,10 +101,12 @@ def test_callback_options_build(option, tmp_path):
 def test_logger_options_build(option, tmp_path, monkeypatch):
     for setting in ("MLFLOW_TRACKING_URI", "WANDB_MODE"):  # the defaults, not this machine's settings
         monkeypatch.delenv(setting, raising=False)
-    cfg = compose_train(f"logger={option}", "trainer.accelerator=cpu", output_dir=tmp_path)
+    monkeypatch.chdir(tmp_path)  # where train.py starts: not the repository, which the store must not litter
+    cfg = compose_train(f"logger={option}", "trainer.accelerator=cpu", output_dir=tmp_path / "run")
     (logger,) = build_trainer(cfg).loggers
     if option == "mlflow":  # its own store: a local SQLite file where train.py starts, no server
         assert cfg.logger.mlflow.tracking_uri == "sqlite:///mlflow.db"
+        assert (tmp_path / "mlflow.db").is_file()
     else:  # files in the run directory
         assert Path(logger.save_dir).is_relative_to(tmp_path)
     if option == "wandb":
