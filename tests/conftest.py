@@ -62,20 +62,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
-    """The directory `name`, filled by `make` once per test session: the first pytest-xdist worker to ask
-    makes it while the others wait, so that an expensive end-to-end run is not repeated on every worker.
-    Tests that share it only read it, or write files of their own names into it."""
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, fill: Callable[[Path], None]) -> Path:
+    """A directory of results shared by every test that asks for `name`: `fill` writes them once, by the
+    first test to ask, while tests running beside it wait, so that an expensive end-to-end run is not
+    repeated. Tests that share it only read it, or add files of their own names."""
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the workers' temporary directories share this parent
-    path, made = base / name, base / f"{name}.made"
+        base = base.parent  # the parallel test processes' temporary directories share this parent
+    path, filled = base / name, base / f"{name}.filled"
     with FileLock(base / f"{name}.lock"):
-        if not made.exists():
+        if not filled.exists():
             shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
             path.mkdir()
-            make(path)
-            made.touch()
+            fill(path)
+            filled.touch()
     return path
 
 
