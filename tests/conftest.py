@@ -56,10 +56,14 @@ END_TO_END_FIXTURES = {"run_dir", "single_run", "finished_run", "uninterrupted",
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the end-to-end tests `slow`, so that `make test-fast` (pytest -m "not slow") leaves them out."""
+    """Mark the end-to-end tests `slow`, so that `make test-fast` (pytest -m "not slow") leaves them out.
+
+    They run first: the quick tests left for the end fill the parallel workers evenly, where one long
+    test started last would keep one worker busy while the other waits."""
     for item in items:
         if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept
 
 
 def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, fill: Callable[[Path], None]) -> Path:

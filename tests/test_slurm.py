@@ -147,9 +147,14 @@ def test_the_sbatch_script_trains_one_ddp_run_with_a_task_per_device(slurm, fake
     script.write_text("\n".join(line for line in lines if "--gpus-per-node" not in line) + "\n")
     run_dir = tmp_path / "run"  # after the script's own hydra.run.dir, so it wins: the run stays out of REPO
     overrides = [*small_run(fake_cifar_bin), "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
-    sbatch = ["sbatch", "--wait", "--ntasks-per-node=2", "--cpus-per-task=1"]
+    sbatch = ["sbatch", "--parsable", "--ntasks-per-node=2", "--cpus-per-task=1"]
     sbatch.append(f"--output={tmp_path / 'slurm-%j.out'}")
-    run_command([*sbatch, str(script), *overrides], env=slurm)
+    submitted = run_command([*sbatch, str(script), *overrides], env=slurm).stdout.strip()
+    # Watched here rather than with `sbatch --wait`, whose checks grow up to 10 s apart: the job takes ~15 s.
+    deadline = time.monotonic() + 300
+    while job_state(slurm, submitted) in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+        assert time.monotonic() < deadline, f"job {submitted} still queued or running after 300 s"
+        time.sleep(0.5)
     assert read_metrics(run_dir)["world_size"] == 2 and read_metrics(run_dir)["status"] == "completed"
     # The script asks to resume, so that a requeued job continues: its first start found nothing to resume.
     assert "has no last.ckpt: starting a new run" in (run_dir / "train.log").read_text()
