@@ -18,13 +18,18 @@ def locked_versions() -> dict[str, str]:
     return {canonical(name): version for name, version in pins}
 
 
+def installed(name: str) -> str | None:
+    """The version Python imports: the first on sys.path. Other copies can come later on the path (setuptools
+    appends its vendored packages once imported), so the list of every distribution is not the answer."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def test_every_locked_package_is_installed_at_its_locked_version():
     locked = locked_versions()
     assert {"torch", "lightning", "hydra-core", "torchmetrics", "tensorboard"} <= locked.keys()
-    installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
-    differ = {
-        name: (version, installed.get(name))
-        for name, version in locked.items()
-        if installed.get(name) != version
-    }
+    found = {name: installed(name) for name in locked}
+    differ = {name: (version, found[name]) for name, version in locked.items() if found[name] != version}
     assert not differ, f"(locked, installed) differ: {differ}; `make install` installs the locked versions"
