@@ -20,6 +20,7 @@ from seres.callbacks import Lookahead
 from seres.callbacks.flop_count import train_step_flops
 from seres.data import CIFAR10DataModule
 from seres.launch.sweep import chosen_overrides, select_job
+from seres.model import RUNTIME_KEYS
 from seres.module import ClassifierModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +36,17 @@ def test_fast_recipe_composes_to_the_gpu_settings():
     assert cfg.model.layer4 and cfg.model.compile and cfg.model.channels_last
     assert cfg.data.pipeline == "device" and cfg.trainer.precision == "bf16-mixed" and cfg.tta
     assert cfg.callbacks.time_to_accuracy.target == 0.94
+
+
+def test_fast_recipe_trains_within_its_compute_budget():
+    # The budget of experiment=fast (conf/experiment/fast.yaml): 0.97 PFLOP of training steps, counted as
+    # metrics.json's train_flops counts them, here for every training image of every epoch (an upper bound).
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=fast", "paths.output_dir=/unused"])
+    settings = {k: v for k, v in cfg.model.items() if k not in RUNTIME_KEYS}
+    per_image = train_step_flops(instantiate(settings))["train_step_per_image"]
+    train_images = 50_000 - cfg.data.val_size
+    assert per_image * train_images * cfg.trainer.max_epochs <= 0.97e15
 
 
 def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():
@@ -104,10 +116,11 @@ def test_lookahead_steps_the_network_back_to_its_slow_weights_every_k_steps():
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["best", "fast"])
 def test_recipe_runs_end_to_end_on_the_cpu_at_tiny_size(recipe, fake_cifar_bin, tmp_path):
-    # The recipe's own pipeline, augmentation, schedule and callbacks; only the size and the GPU-only
-    # switches (bf16, compilation) are changed.
+    # The recipe's own pipeline, augmentation, schedule and callbacks; only the size (the warm-up within the
+    # two epochs) and the GPU-only switches (bf16, compilation) are changed.
     run_dir = tmp_path / recipe
     cpu_only = ["trainer=cpu", "model.compile=false", "data.eval_batch_size=64", "trainer.max_epochs=2"]
+    cpu_only.append("scheduler.warmup_epochs=1")
     run_command(
         [
             sys.executable,
