@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from seres.callbacks import Lookahead
 from seres.callbacks.flop_count import train_step_flops
 from seres.data import CIFAR10DataModule
+from seres.data.files import CIFAR10_TRAIN_IMAGES
 from seres.launch.sweep import chosen_overrides, select_job
-from seres.model import RUNTIME_KEYS
 from seres.module import ClassifierModule
+from train import build_network
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,9 +44,8 @@ def test_fast_recipe_trains_within_its_compute_budget():
     # metrics.json's train_flops counts them, here for every training image of every epoch (an upper bound).
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=fast", "paths.output_dir=/unused"])
-    settings = {k: v for k, v in cfg.model.items() if k not in RUNTIME_KEYS}
-    per_image = train_step_flops(instantiate(settings))["train_step_per_image"]
-    train_images = 50_000 - cfg.data.val_size
+    per_image = train_step_flops(build_network(cfg.model))["train_step_per_image"]
+    train_images = CIFAR10_TRAIN_IMAGES - cfg.data.val_size
     assert per_image * train_images * cfg.trainer.max_epochs <= 0.97e15
 
 
@@ -119,8 +119,8 @@ def test_recipe_runs_end_to_end_on_the_cpu_at_tiny_size(recipe, fake_cifar_bin, 
     # The recipe's own pipeline, augmentation, schedule and callbacks; only the size (the warm-up within the
     # two epochs) and the GPU-only switches (bf16, compilation) are changed.
     run_dir = tmp_path / recipe
-    cpu_only = ["trainer=cpu", "model.compile=false", "data.eval_batch_size=64", "trainer.max_epochs=2"]
-    cpu_only.append("scheduler.warmup_epochs=1")
+    cpu_only = ["trainer=cpu", "model.compile=false", "data.eval_batch_size=64"]
+    cpu_only += ["trainer.max_epochs=2", "scheduler.warmup_epochs=1"]
     run_command(
         [
             sys.executable,

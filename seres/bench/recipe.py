@@ -19,11 +19,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from seres.data import Augmentation
-from seres.data.files import BIN_TRAIN_FILES, RECORDS_PER_FILE
+from seres.data.files import CIFAR10_TRAIN_IMAGES
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's conf/, as train.py uses it
 SEED_OVERRIDES = ("experiment=seed_paper",)
-CIFAR10_TRAIN_IMAGES = RECORDS_PER_FILE * len(BIN_TRAIN_FILES)  # 50,000, before data.val_size is held out
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ IMAGE_SHAPE = (3, 32, 32)
 IMAGE_BYTES = 3 * 32 * 32
 RECORD_BYTES = 1 + IMAGE_BYTES  # one label byte, then the R, G and B planes (each 32x32, row-major)
 RECORDS_PER_FILE = 10_000
+CIFAR10_TRAIN_IMAGES = RECORDS_PER_FILE * len(BIN_TRAIN_FILES)  # 50,000, before data.val_size is held out
 BIN_FILE_SIZE = RECORDS_PER_FILE * RECORD_BYTES  # 30,730,000 bytes, every one of the six files
 
 # The python layout's MD5s are torchvision's own list (see python_layout_md5).

@@ -16,7 +16,8 @@ resolved values are what the checkpoint records.
 import torch
 from omegaconf import DictConfig, open_dict
 
-from seres.run.config_checks import CIFAR10_TRAIN_IMAGES, uses_gpu
+from seres.data.files import CIFAR10_TRAIN_IMAGES
+from seres.run.config_checks import uses_gpu
 from seres.run.cpu_features import has_native_bf16
 from seres.run.lr_finder import LR_FIND_STEPS
 

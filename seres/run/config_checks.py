@@ -12,9 +12,8 @@ import torch
 
 from seres.data.batch_augment import FLIP_MODES, PADDING_MODES
 from seres.data.datamodule import PIPELINES
+from seres.data.files import CIFAR10_TRAIN_IMAGES
 from seres.data.transforms import Augmentation
-
-CIFAR10_TRAIN_IMAGES = 50_000
 
 
 class ConfigError(ValueError):
