@@ -19,7 +19,7 @@ LOCK_VENV := .lock-venv
 # uv installs what pip would from the lock, downloading in parallel: a minute where pip takes three.
 # --compile-bytecode: uv, unlike pip, leaves that to the first import, which never stores it where
 # PYTHONDONTWRITEBYTECODE is set (as on some CI machines): then every Python process compiles torch and
-# Lightning anew, 15 s to import Lightning instead of 6 (2-core VM). uv compiles them once, in parallel.
+# Lightning anew at its start. uv compiles them once, in parallel.
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint $(LOCK) uv

@@ -57,8 +57,9 @@ def test_seed_paper_experiment_composes_to_the_papers_values():
 
 @pytest.mark.parametrize("option", group_options("model"))
 def test_model_options_build(option):
-    # Uncompiled: model.compile=auto compiles the paper's network on a bf16 CPU, which takes 45 s where
-    # torch's compile cache is empty (a fresh machine) and tells nothing of the option (test_module compiles).
+    # Uncompiled: model.compile=auto compiles the paper's network on a bf16 CPU, which takes tens of seconds
+    # where torch's compile cache is empty (a fresh machine) and tells nothing of the option (test_module
+    # compiles).
     cfg = compose_train(f"model={option}", "model.compile=false")
     assert build_network(cfg.model)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
