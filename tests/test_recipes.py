@@ -2,6 +2,7 @@
 recipes.
 """
 
+import itertools
 import json
 import sys
 from functools import partial
@@ -31,27 +32,41 @@ def cpu_run(root: Path, *overrides: str) -> list[str]:
     return [*TINY, *fake_data(root), "trainer.accelerator=cpu", "progress=false", *overrides]
 
 
-def test_fast_recipe_composes_to_the_gpu_settings():
+def compose_train(overrides: list[str], hydra_config: bool = False):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=fast", "paths.output_dir=/unused"])
+        overrides = [*overrides, "paths.output_dir=/unused"]
+        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra_config)
+
+
+def grid_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override lists of a multirun's jobs: the product of its sweeper's comma-separated values."""
+    params = compose_train(overrides, hydra_config=True).hydra.sweeper.params
+    return [
+        [*overrides, *(f"{key}={value}" for key, value in zip(params, values, strict=True))]
+        for values in itertools.product(*(str(choices).split(",") for choices in params.values()))
+    ]
+
+
+def test_fast_recipe_composes_to_the_gpu_settings():
+    cfg = compose_train(["experiment=fast"])
     assert cfg.model.layer4 and cfg.model.compile and cfg.model.channels_last
     assert cfg.data.pipeline == "device" and cfg.trainer.precision == "bf16-mixed" and cfg.tta
     assert cfg.callbacks.time_to_accuracy.target == 0.94
 
 
-def test_fast_recipe_trains_within_its_compute_budget():
+def test_fast_recipe_and_each_job_of_its_grid_train_within_its_compute_budget():
     # The budget of experiment=fast (conf/experiment/fast.yaml): 0.97 PFLOP of training steps, counted as
     # metrics.json's train_flops counts them, here for every training image of every epoch (an upper bound).
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=fast", "paths.output_dir=/unused"])
-    per_image = train_step_flops(build_network(cfg.model))["train_step_per_image"]
-    train_images = CIFAR10_TRAIN_IMAGES - cfg.data.val_size
-    assert per_image * train_images * cfg.trainer.max_epochs <= 0.97e15
+    # The grid's jobs too: `sweep chosen` knows no budget, and any job of the grid can become the recipe.
+    for job in [["experiment=fast"], *grid_jobs(["experiment=fast", "hparams_search=fast_grid"])]:
+        cfg = compose_train(job)
+        per_image = train_step_flops(build_network(cfg.model))["train_step_per_image"]
+        train_images = CIFAR10_TRAIN_IMAGES - cfg.data.val_size
+        assert per_image * train_images * cfg.trainer.max_epochs <= 0.97e15, job
 
 
 def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=best", "paths.output_dir=/unused"])
+    cfg = compose_train(["experiment=best"])
     assert cfg.model.layer4 and cfg.model.se_reduction > 0 and cfg.trainer.max_epochs <= 200
     assert cfg.data.aug.cutout == 16 and cfg.data.aug.crop_padding == 4 and cfg.data.aug.flip
     assert cfg.data.aug.policy == "trivialaugment" and cfg.sam_rho == 0.05
@@ -74,8 +89,7 @@ class RecordFcWeight(L.Callback):
 
 
 def test_best_recipe_ema_averages_every_fourth_step_with_its_decay():
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=best", "paths.output_dir=/unused"])
+    cfg = compose_train(["experiment=best"])
     ema, record = instantiate(cfg.callbacks.ema), RecordFcWeight()
     net = tiny_net()
     module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1))
@@ -134,15 +148,15 @@ def test_recipe_runs_end_to_end_on_the_cpu_at_tiny_size(recipe, fake_cifar_bin, 
     assert metrics["status"] == "completed" and metrics["epochs"] == 2 and metrics["test_acc"] is not None
 
 
-def test_fast_grid_composes_to_a_validation_only_sweep_of_the_fast_recipe():
-    overrides = ["experiment=fast", "hparams_search=fast_grid", "paths.output_dir=/unused"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+def test_fast_grid_composes_to_a_validation_only_sweep_around_the_fast_recipe():
+    grid = ["experiment=fast", "hparams_search=fast_grid"]
+    cfg, recipe = compose_train(grid, hydra_config=True), compose_train(["experiment=fast"])
     assert (
         cfg.test is False and cfg.data.pipeline == "device" and cfg.callbacks.time_to_accuracy.target == 0.94
     )
-    assert dict(cfg.hydra.sweeper.params) == {"optimizer.lr": "0.4,0.8", "trainer.max_epochs": "24,30"}
     assert cfg.hydra.launcher._target_.endswith("BasicLauncher")  # one job at a time: times compare
+    settings = [(job.optimizer.lr, job.trainer.max_epochs) for job in map(compose_train, grid_jobs(grid))]
+    assert len(settings) > 1 and (recipe.optimizer.lr, recipe.trainer.max_epochs) in settings
 
 
 def write_job(sweep: Path, job: int, overrides: list[str], **metrics) -> None:
