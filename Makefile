@@ -16,7 +16,7 @@ help:  ## List the targets
 LOCK := requirements.lock
 LOCK_VENV := .lock-venv
 
-# uv installs what pip would from the lock, downloading in parallel: a minute where pip takes three.
+# uv installs what pip would from the lock, downloading in parallel where pip fetches one package at a time.
 # --compile-bytecode: uv, unlike pip, leaves that to the first import, which never stores it where
 # PYTHONDONTWRITEBYTECODE is set (as on some CI machines): then every Python process compiles torch and
 # Lightning anew at its start. uv compiles them once, in parallel.
