@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 import pytest
 from filelock import FileLock
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from seres.model import SEResNet
 
@@ -35,6 +37,13 @@ TINY = [
     "data.num_workers=0",
     "trainer.precision=32-true",
 ]
+
+
+def compose_train(*overrides: str, hydra_config: bool = False) -> DictConfig:
+    """train.py's config from conf/ with `overrides`, as composed before its checks (no run directory)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        overrides = ("paths.output_dir=/unused", *overrides)
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def tiny_net(**kwargs) -> SEResNet:

@@ -5,18 +5,11 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_MODEL, fake_data, run_train
-from hydra import compose, initialize_config_dir
+from conftest import TINY_MODEL, compose_train, fake_data, run_train
 from omegaconf import OmegaConf
 
 from seres.run import auto_settings
 from seres.run.cpu_features import has_native_bf16
-from train import CONF_DIR
-
-
-def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=["paths.output_dir=/unused", *overrides])
 
 
 def test_native_bf16_is_what_torch_detects_on_this_cpu():

@@ -12,8 +12,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, fake_data, run_command, tiny_net
-from hydra import compose, initialize_config_dir
+from conftest import TINY, compose_train, fake_data, run_command, tiny_net
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -32,23 +32,16 @@ def cpu_run(root: Path, *overrides: str) -> list[str]:
     return [*TINY, *fake_data(root), "trainer.accelerator=cpu", "progress=false", *overrides]
 
 
-def compose_train(overrides: list[str], hydra_config: bool = False):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = [*overrides, "paths.output_dir=/unused"]
-        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra_config)
-
-
-def grid_jobs(overrides: list[str]) -> list[list[str]]:
-    """The override lists of a multirun's jobs: the product of its sweeper's comma-separated values."""
-    params = compose_train(overrides, hydra_config=True).hydra.sweeper.params
-    return [
-        [*overrides, *(f"{key}={value}" for key, value in zip(params, values, strict=True))]
-        for values in itertools.product(*(str(choices).split(",") for choices in params.values()))
-    ]
+def grid_jobs(*overrides: str) -> list[list[str]]:
+    """The override lists of a multirun's jobs, expanded from its sweeper's params by Hydra's own parser."""
+    params = compose_train(*overrides, hydra_config=True).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
+    sweeps = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] for o in parsed]
+    return [[*overrides, *job] for job in itertools.product(*sweeps)]
 
 
 def test_fast_recipe_composes_to_the_gpu_settings():
-    cfg = compose_train(["experiment=fast"])
+    cfg = compose_train("experiment=fast")
     assert cfg.model.layer4 and cfg.model.compile and cfg.model.channels_last
     assert cfg.data.pipeline == "device" and cfg.trainer.precision == "bf16-mixed" and cfg.tta
     assert cfg.callbacks.time_to_accuracy.target == 0.94
@@ -58,15 +51,15 @@ def test_fast_recipe_and_each_job_of_its_grid_train_within_its_compute_budget():
     # The budget of experiment=fast (conf/experiment/fast.yaml): 0.97 PFLOP of training steps, counted as
     # metrics.json's train_flops counts them, here for every training image of every epoch (an upper bound).
     # The grid's jobs too: `sweep chosen` knows no budget, and any job of the grid can become the recipe.
-    for job in [["experiment=fast"], *grid_jobs(["experiment=fast", "hparams_search=fast_grid"])]:
-        cfg = compose_train(job)
+    for job in [["experiment=fast"], *grid_jobs("experiment=fast", "hparams_search=fast_grid")]:
+        cfg = compose_train(*job)
         per_image = train_step_flops(build_network(cfg.model))["train_step_per_image"]
         train_images = CIFAR10_TRAIN_IMAGES - cfg.data.val_size
         assert per_image * train_images * cfg.trainer.max_epochs <= 0.97e15, job
 
 
 def test_best_recipe_composes_to_the_seed_network_with_its_regularisers():
-    cfg = compose_train(["experiment=best"])
+    cfg = compose_train("experiment=best")
     assert cfg.model.layer4 and cfg.model.se_reduction > 0 and cfg.trainer.max_epochs <= 200
     assert cfg.data.aug.cutout == 16 and cfg.data.aug.crop_padding == 4 and cfg.data.aug.flip
     assert cfg.data.aug.policy == "trivialaugment" and cfg.sam_rho == 0.05
@@ -89,7 +82,7 @@ class RecordFcWeight(L.Callback):
 
 
 def test_best_recipe_ema_averages_every_fourth_step_with_its_decay():
-    cfg = compose_train(["experiment=best"])
+    cfg = compose_train("experiment=best")
     ema, record = instantiate(cfg.callbacks.ema), RecordFcWeight()
     net = tiny_net()
     module = ClassifierModule(net, partial(torch.optim.SGD, lr=0.1))
@@ -149,13 +142,14 @@ def test_recipe_runs_end_to_end_on_the_cpu_at_tiny_size(recipe, fake_cifar_bin, 
 
 
 def test_fast_grid_composes_to_a_validation_only_sweep_around_the_fast_recipe():
-    grid = ["experiment=fast", "hparams_search=fast_grid"]
-    cfg, recipe = compose_train(grid, hydra_config=True), compose_train(["experiment=fast"])
+    grid = ("experiment=fast", "hparams_search=fast_grid")
+    cfg, recipe = compose_train(*grid, hydra_config=True), compose_train("experiment=fast")
     assert (
         cfg.test is False and cfg.data.pipeline == "device" and cfg.callbacks.time_to_accuracy.target == 0.94
     )
     assert cfg.hydra.launcher._target_.endswith("BasicLauncher")  # one job at a time: times compare
-    settings = [(job.optimizer.lr, job.trainer.max_epochs) for job in map(compose_train, grid_jobs(grid))]
+    jobs = [compose_train(*job) for job in grid_jobs(*grid)]
+    settings = [(job.optimizer.lr, job.trainer.max_epochs) for job in jobs]
     assert len(settings) > 1 and (recipe.optimizer.lr, recipe.trainer.max_epochs) in settings
 
 
