@@ -214,6 +214,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         metrics = run_metrics(trainer, module, cfg, time.perf_counter() - started)
         metrics |= when_and_where(started_at)
         metrics |= {"global_batch_size": batch_size * trainer.world_size, "lr": lr}
+        # What ran, after `auto`: runs on machines with and without native bf16 differ in it.
+        metrics["precision"] = str(trainer.precision)
         metrics |= {"task_name": cfg.task_name, "tags": list(cfg.tags)}
         metrics["overrides"] = run_overrides(overrides)
         best = best_weights(trainer)

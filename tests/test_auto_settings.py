@@ -107,4 +107,5 @@ def test_a_run_says_what_auto_chose_and_records_it(fake_cifar_bin, tmp_path):
     # Chosen once, before Hydra writes the run's config: the composed config holds the same choice.
     composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     assert composed.trainer.precision == chosen and composed.model.compile is False
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["precision"] == chosen

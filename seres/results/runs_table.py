@@ -5,11 +5,12 @@
     python -m seres.results.runs_table --rate RUN_DIR...   # and each run's training images per second
 
 One row a run directory: its path as given, the overrides it was given (those common to every row are
-printed once, above the table), the global batch size and peak learning rate it recorded, optimizer steps,
-training images and compute, best validation accuracy, test accuracy where it was tested, and validation
-accuracy by epoch; with --rate, training images per second (its training images over `train_seconds`, the
-training time without validation or compilation that callbacks.time_to_accuracy records). Everything comes
-from the run's metrics.json and epochs.csv (train.py writes both).
+printed once, above the table), the global batch size, peak learning rate and precision it recorded (runs
+from before metrics.json held the precision leave it blank), optimizer steps, training images and compute,
+best validation accuracy, test accuracy where it was tested, and validation accuracy by epoch; with --rate,
+training images per second (its training images over `train_seconds`, the training time without validation
+or compilation that callbacks.time_to_accuracy records). Everything comes from the run's metrics.json and
+epochs.csv (train.py writes both).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ HEADER = [
     "overrides",
     "batch",
     "peak lr",
+    "precision",
     "optimizer steps",
     "training images",
     "compute",
@@ -74,6 +76,7 @@ def run_row(run: dict[str, Any], common: list[str]) -> list[str]:
         " ".join(f"`{item}`" for item in run.get("overrides", []) if item not in common),
         _count(batch),
         "" if run.get("lr") is None else f"{run['lr']:g}",
+        run.get("precision", ""),
         _count(steps),
         _count(images),
         _pflop(run.get("train_flops")),
