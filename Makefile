@@ -50,9 +50,11 @@ slurm:  ## Install SLURM and munge for the SLURM tests (Debian packages; needs r
 train: data  ## Train the default config; pass overrides as ARGS="model.layer4=true ..."
 	$(PY) train.py $(ARGS)
 
-# One pytest worker per core (pytest-xdist): most tests wait on a subprocess's imports, not on arithmetic.
-# One torch thread each (the runs they start included): more threads than cores only wait for each other.
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist worksteal
+# One pytest worker (pytest-xdist) per core plus one: with one per core the cores sit idle about a quarter of
+# the time, while tests wait on servers, SLURM and starting processes; the extra worker runs meanwhile (the
+# README gives both times). One torch thread each (the runs they start included): more only wait.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The data (after the install) and SLURM's Debian packages download side by side on a fresh machine.
 test:  ## Run the whole test suite; the 15 slowest tests are listed at the end
