@@ -18,6 +18,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from seres.data.augmentation import Augmentation
 from seres.data.batch_augment import (
     adjust_brightness,
     adjust_contrast,
@@ -26,7 +27,7 @@ from seres.data.batch_augment import (
     normalize,
     rotate_translate,
 )
-from seres.data.transforms import Augmentation, Cutout, build_eval_transform, build_train_transform
+from seres.data.transforms import Cutout, build_eval_transform, build_train_transform
 
 SIGMAS = 5.0  # two-sided normal tail beyond 5 standard errors: 5.7e-7
 

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode, v2
 
-from seres.data.batch_policy import OP, OPS, POLICIES, BatchPolicy, apply_ops
+from seres.data.augmentation import POLICIES, Augmentation
+from seres.data.batch_policy import OP, OPS, BatchPolicy, apply_ops
 from seres.data.device_loaders import DeviceTrainLoader
-from seres.data.transforms import Augmentation, build_train_transform
+from seres.data.transforms import build_train_transform
 
 REFERENCE = v2.TrivialAugmentWide()  # any of torchvision's policies: they share the operations
 SIGNED_MAGNITUDES = {"ShearX": 0.61, "ShearY": -0.37, "TranslateX": -13.0, "TranslateY": 9.0, "Rotate": -71.0}

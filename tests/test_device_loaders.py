@@ -16,10 +16,11 @@ from data_helpers import MEAN, STD, copies, one_intra_op_thread, structured_imag
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from seres.data.augmentation import Augmentation
 from seres.data.batch_augment import normalize
 from seres.data.datamodule import CIFAR10DataModule
 from seres.data.device_loaders import DeviceEvalLoader, DeviceTrainLoader
-from seres.data.transforms import Augmentation, build_train_transform
+from seres.data.transforms import build_train_transform
 from seres.model import SEResNet
 from seres.module import ClassifierModule
 

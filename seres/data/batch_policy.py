@@ -25,7 +25,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")
+from seres.data.augmentation import POLICIES, WIDE_BINS
+
 # Every operation of the three policies, by the names torchvision's tables use.
 OPS = (
     "Identity",
@@ -46,7 +47,6 @@ OPS = (
 )
 OP = {name: index for index, name in enumerate(OPS)}
 AUTOAUGMENT_BINS = 10  # torchvision's AutoAugment: magnitudes indexed out of 10
-WIDE_BINS = 31  # TrivialAugmentWide's and RandAugment's magnitude bins (RandAugment's M indexes them)
 
 
 class BatchPolicy:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from seres.launch.sweep import collect_jobs
 from seres.records.atomic import write_json
+from seres.records.report import markdown_table
 
 log = logging.getLogger("seres")
 
@@ -47,11 +48,6 @@ def table_cell(value: Any) -> str:
     if value is None:
         return ""
     return number(value) if isinstance(value, float) else str(value)
-
-
-def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return rows + ["| " + " | ".join(line) + " |" for line in lines]
 
 
 def mean_std(values: list[float]) -> dict[str, float | int]:

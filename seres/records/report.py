@@ -169,6 +169,12 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
+    """A Markdown table: the header row, the rule, one row per line of cells."""
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return rows + ["| " + " | ".join(line) + " |" for line in lines]
+
+
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     rows = [
         ("best validation accuracy", percent(metrics.get("best_val_acc"))),
@@ -179,19 +185,19 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
         ("fit time", f"{metrics['fit_seconds']:.0f} s" if "fit_seconds" in metrics else "-"),
         ("seed", str(metrics.get("seed", "-"))),
     ]
-    return ["| metric | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+    return markdown_table(["metric", "value"], [list(row) for row in rows])
 
 
 def _class_table(matrix: np.ndarray, classes: Sequence[str]) -> list[str]:
-    lines = ["| class | test accuracy | most often mistaken for |", "|---|---|---|"]
+    lines = []
     for index, name in enumerate(classes):
         row = matrix[index]
         wrong = row.copy()
         wrong[index] = -1
         confused = int(wrong.argmax())
         mistaken = f"{classes[confused]} ({row[confused]} images)" if row[confused] else "-"
-        lines.append(f"| {name} | {percent(row[index] / max(row.sum(), 1))} | {mistaken} |")
-    return lines
+        lines.append([name, percent(row[index] / max(row.sum(), 1)), mistaken])
+    return markdown_table(["class", "test accuracy", "most often mistaken for"], lines)
 
 
 def _command(run_dir: Path) -> str:

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from seres.launch.sweep_summary import markdown_table
-from seres.records.report import HISTORY_FILE, ReportError, percent, read_history, read_json
+from seres.records.report import HISTORY_FILE, ReportError, markdown_table, percent, read_history, read_json
 
 HEADER = [
     "run",

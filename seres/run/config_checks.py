@@ -10,10 +10,9 @@ from typing import Any
 
 import torch
 
-from seres.data.batch_augment import FLIP_MODES, PADDING_MODES
+from seres.data.augmentation import FLIP_MODES, PADDING_MODES, Augmentation
 from seres.data.datamodule import PIPELINES
 from seres.data.files import CIFAR10_TRAIN_IMAGES
-from seres.data.transforms import Augmentation
 
 
 class ConfigError(ValueError):

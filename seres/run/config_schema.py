@@ -17,7 +17,7 @@ from typing import Any, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from seres.data.transforms import Augmentation
+from seres.data.augmentation import Augmentation
 
 
 @dataclass
