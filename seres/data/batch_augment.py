@@ -19,13 +19,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seres.data.augmentation import PADDING_MODES
+from seres.data.augmentation import PADDING_MODES, Augmentation
 from seres.data.batch_policy import BatchPolicy
 
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), used by its contrast and saturation ops.
@@ -35,24 +34,6 @@ ChannelStats = Sequence[float] | Tensor
 
 # A grid_sample coordinate beyond the image even for bilinear's neighbours, so it samples the zero fill.
 _FAR_OUTSIDE = 4.0
-
-
-class AugmentationLike(Protocol):
-    """The fields of :class:`seres.data.augmentation.Augmentation` read here; any object with them works."""
-
-    crop_padding: int  # px of padding around the image before a same-size random crop; 0 off
-    crop_padding_mode: str  # "zeros" or "reflect": what the padding holds
-    flip: bool  # horizontal flip with probability 0.5
-    flip_mode: str  # "random", or "alternate": the caller passes each image's flip (``flips``)
-    policy: str  # "none" or an automatic augmentation policy (seres.data.augmentation.POLICIES)
-    policy_ops: int  # RandAugment's N
-    policy_magnitude: int  # RandAugment's M
-    rotation: float  # max abs rotation in degrees
-    translate: float  # max abs shift in each axis, as a fraction of the image size
-    brightness: float  # ColorJitter semantics: factor uniform in [max(0, 1 - v), 1 + v]
-    contrast: float
-    saturation: float
-    cutout: int  # side in px of a square zeroed in normalised space; 0 off
 
 
 def to_unit_float(images: Tensor) -> Tensor:
@@ -77,7 +58,7 @@ def normalize(images: Tensor, mean: ChannelStats, std: ChannelStats) -> Tensor:
 
 def augment_batch(
     images: Tensor,
-    aug: AugmentationLike,
+    aug: Augmentation,
     generator: torch.Generator | None = None,
     *,
     mean: ChannelStats | None = None,
@@ -89,7 +70,7 @@ def augment_batch(
 
     Args:
         images: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1] (uint8 with ``aug.policy``).
-        aug: the augmentation settings (see ``AugmentationLike``).
+        aug: the augmentation settings.
         generator: a torch.Generator on the images' device, or None for the global RNG.
         mean, std: per-channel statistics in [0, 1] units, both or neither. Given, the result is normalised
             (and cutout zeroes in normalised space); omitted, the result stays in [0, 1].

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from seres.data.augmentation import Augmentation
 from seres.data.batch_augment import (
-    AugmentationLike,
     ChannelStats,
     alternating_flips,
     augment_batch,
@@ -45,7 +45,7 @@ class DeviceTrainLoader:
         images: Tensor,
         labels: Tensor,
         batch_size: int,
-        aug: AugmentationLike,
+        aug: Augmentation,
         mean: ChannelStats,
         std: ChannelStats,
         device: torch.device | str,
