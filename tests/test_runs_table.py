@@ -24,15 +24,17 @@ def table_rows(output: str) -> list[list[str]]:
 def test_a_row_says_what_the_runs_files_say(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     with open(run_dir / "epochs.csv", newline="") as handle:
-        val_accs = [float(row["val_acc"]) for row in csv.DictReader(handle)]
+        history = list(csv.DictReader(handle))
+    val_accs = [float(row["val_acc"]) for row in history]
     (row,) = table_rows(run_cli("-m", "seres.results.runs_table", str(run_dir)).stdout)
-    name, _, batch, lr, precision, steps, images, compute, best, test, by_epoch = row
+    name, _, batch, lr, precision, steps, images, compute, best, final_loss, test, by_epoch = row
     assert name == str(run_dir)
     assert (int(batch.replace(",", "")), float(lr)) == (metrics["global_batch_size"], metrics["lr"])
     assert precision == metrics["precision"] == "32-true"  # the short run's own setting
     assert int(images.replace(",", "")) == metrics["train_images"]
     assert int(steps.replace(",", "")) == metrics["train_images"] // metrics["global_batch_size"]
     assert compute == f"{metrics['train_flops'] / 1e15:.3f} PFLOP"
+    assert final_loss == f"{float(history[-1]['val_loss']):.3f}"
     assert best == f"{100 * metrics['best_val_acc']:.2f}%" and test == f"{100 * metrics['test_acc']:.2f}%"
     assert by_epoch == " / ".join(f"{100 * acc:.1f}" for acc in val_accs)
 

@@ -7,7 +7,8 @@
 One row a run directory: its path as given, the overrides it was given (those common to every row are
 printed once, above the table), the global batch size, peak learning rate and precision it recorded (runs
 from before metrics.json held the precision leave it blank), optimizer steps, training images and compute,
-best validation accuracy, test accuracy where it was tested, and validation accuracy by epoch; with --rate,
+best validation accuracy, the last epoch's validation loss, test accuracy where it was tested, and validation
+accuracy by epoch; with --rate,
 training images per second (its training images over `train_seconds`, the training time without validation
 or compilation that callbacks.time_to_accuracy records). Everything comes from the run's metrics.json and
 epochs.csv (train.py writes both).
@@ -33,20 +34,23 @@ HEADER = [
     "training images",
     "compute",
     "best val acc",
+    "final val loss",
     "test acc",
     "val acc by epoch",
 ]
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's metrics.json with its validation accuracy by epoch (from epochs.csv) as `val_accs`."""
+    """A run's metrics.json with its validation accuracy and loss by epoch (from epochs.csv) as `val_accs` and
+    `val_losses`."""
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         raise ReportError(f"{run_dir} has no metrics.json: give the directory of a finished run")
     metrics = read_json(metrics_file)
     history_file = run_dir / HISTORY_FILE
     history = read_history(history_file) if history_file.is_file() else []
-    return {**metrics, "name": str(run_dir).rstrip("/"), "val_accs": [row["val_acc"] for row in history]}
+    val_accs, val_losses = [row["val_acc"] for row in history], [row["val_loss"] for row in history]
+    return {**metrics, "name": str(run_dir).rstrip("/"), "val_accs": val_accs, "val_losses": val_losses}
 
 
 def common_overrides(runs: list[dict[str, Any]]) -> list[str]:
@@ -67,6 +71,10 @@ def _by_epoch(val_accs: list[float | None]) -> str:
     return " / ".join("-" if acc is None else f"{100 * acc:.1f}" for acc in val_accs)
 
 
+def _final_loss(val_losses: list[float | None]) -> str:
+    return "" if not val_losses or val_losses[-1] is None else f"{val_losses[-1]:.3f}"
+
+
 def run_row(run: dict[str, Any], common: list[str]) -> list[str]:
     images, batch = run.get("train_images"), run.get("global_batch_size")
     steps = images / batch if images is not None and batch else None
@@ -80,6 +88,7 @@ def run_row(run: dict[str, Any], common: list[str]) -> list[str]:
         _count(images),
         _pflop(run.get("train_flops")),
         percent(run.get("best_val_acc")),
+        _final_loss(run["val_losses"]),
         "" if run.get("test_acc") is None else percent(run["test_acc"]),
         _by_epoch(run["val_accs"]),
     ]
