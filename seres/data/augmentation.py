@@ -18,6 +18,7 @@ PADDING_MODES = {"zeros": "constant", "reflect": "reflect"}
 # data.aug.flip_mode: a coin per image and epoch, or alternate epochs from a per-image start.
 FLIP_MODES = ("random", "alternate")
 
+# data.aug.policy: none, or an automatic augmentation policy (seres.data.batch_policy on batches).
 POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")
 WIDE_BINS = 31  # TrivialAugmentWide's and RandAugment's magnitude bins (RandAugment's M indexes them)
 
