@@ -23,6 +23,11 @@ POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")
 WIDE_BINS = 31  # TrivialAugmentWide's and RandAugment's magnitude bins (RandAugment's M indexes them)
 
 
+def is_int(value: Any) -> bool:
+    """An int, and not a bool (which Python counts as one): what every integer setting must be."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Training augmentation settings; every default means "off".
@@ -60,7 +65,7 @@ class Augmentation:
     def __post_init__(self) -> None:
         for name in ("crop_padding", "cutout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"data.aug.{name} must be an int >= 0 (0 = off), got {value!r}")
         if self.crop_padding_mode not in PADDING_MODES:
             raise ValueError(
@@ -73,9 +78,9 @@ class Augmentation:
             )
         if self.policy not in POLICIES:
             raise ValueError(f"data.aug.policy must be one of {'|'.join(POLICIES)}, got {self.policy!r}")
-        if not _is_int(self.policy_ops) or self.policy_ops < 1:
+        if not is_int(self.policy_ops) or self.policy_ops < 1:
             raise ValueError(f"data.aug.policy_ops must be an int >= 1, got {self.policy_ops!r}")
-        if not _is_int(self.policy_magnitude) or not 0 <= self.policy_magnitude < WIDE_BINS:
+        if not is_int(self.policy_magnitude) or not 0 <= self.policy_magnitude < WIDE_BINS:
             raise ValueError(
                 f"data.aug.policy_magnitude must be an int from 0 to {WIDE_BINS - 1}, "
                 f"got {self.policy_magnitude!r}"
@@ -115,7 +120,3 @@ class Augmentation:
         raise ValueError(
             f"data.aug must be a mapping of augmentation settings or null, got {type(aug).__name__}"
         )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

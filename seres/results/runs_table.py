@@ -8,10 +8,9 @@ One row a run directory: its path as given, the overrides it was given (those co
 printed once, above the table), the global batch size, peak learning rate and precision it recorded (runs
 from before metrics.json held the precision leave it blank), optimizer steps, training images and compute,
 best validation accuracy, the last epoch's validation loss, test accuracy where it was tested, and validation
-accuracy by epoch; with --rate,
-training images per second (its training images over `train_seconds`, the training time without validation
-or compilation that callbacks.time_to_accuracy records). Everything comes from the run's metrics.json and
-epochs.csv (train.py writes both).
+accuracy by epoch; with --rate, training images per second (its training images over `train_seconds`, the
+training time without validation or compilation that callbacks.time_to_accuracy records). Everything comes
+from the run's metrics.json and epochs.csv (train.py writes both).
 """
 
 from __future__ import annotations

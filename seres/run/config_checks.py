@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from seres.data.augmentation import FLIP_MODES, PADDING_MODES, Augmentation
+from seres.data.augmentation import FLIP_MODES, PADDING_MODES, Augmentation, is_int
 from seres.data.datamodule import PIPELINES
 from seres.data.files import CIFAR10_TRAIN_IMAGES
 
@@ -33,10 +33,6 @@ def _number(config: dict[str, Any], key: str) -> float:
     return float(node)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
@@ -44,7 +40,7 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def check_tta_translate(shift: Any) -> None:
     """The multi-crop shift of train.py's and eval.py's test-time augmentation."""
-    _require(_is_int(shift) and 0 <= shift <= 8, "tta_translate", shift, "an integer from 0 (none) to 8 px")
+    _require(is_int(shift) and 0 <= shift <= 8, "tta_translate", shift, "an integer from 0 (none) to 8 px")
 
 
 def check_optimization(config: dict[str, Any]) -> None:
@@ -61,7 +57,7 @@ def check_optimization(config: dict[str, Any]) -> None:
     smoothing = _number(config, "label_smoothing")
     _require(0 <= smoothing < 1, "label_smoothing", smoothing, "use a value in [0, 1), e.g. 0.1")
     epochs = config["trainer"].get("max_epochs")
-    _require(_is_int(epochs) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
+    _require(is_int(epochs) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
     clip = config["trainer"].get("gradient_clip_val")
     if clip is not None:
         clip = _number(config, "trainer.gradient_clip_val")
@@ -81,17 +77,17 @@ def check_optimization(config: dict[str, Any]) -> None:
 def check_data(config: dict[str, Any]) -> None:
     val_size = config["data"].get("val_size")
     _require(
-        _is_int(val_size) and 1 <= val_size < CIFAR10_TRAIN_IMAGES,
+        is_int(val_size) and 1 <= val_size < CIFAR10_TRAIN_IMAGES,
         "data.val_size",
         val_size,
         f"an integer from 1 to {CIFAR10_TRAIN_IMAGES - 1} (there are {CIFAR10_TRAIN_IMAGES} training images)",
     )
     batch = config["data"].get("batch_size")
-    _require(_is_int(batch) and batch >= 1, "data.batch_size", batch, "an integer >= 1, e.g. 128")
+    _require(is_int(batch) and batch >= 1, "data.batch_size", batch, "an integer >= 1, e.g. 128")
     overfit = config["data"].get("overfit_batches", 0)
     room = (CIFAR10_TRAIN_IMAGES - val_size) // batch  # both checked above
     _require(
-        _is_int(overfit) and 0 <= overfit <= room,
+        is_int(overfit) and 0 <= overfit <= room,
         "data.overfit_batches",
         overfit,
         f"an integer from 0 (off) to {room}, the training split's batches of data.batch_size, e.g. "
@@ -186,7 +182,7 @@ def check_patch_whitening(config: dict[str, Any]) -> None:
     width = config["model"].get("stem_width")
     # The stem is a 3x3 convolution of 3 channels: 27 patch dimensions, each whitened with both signs.
     _require(
-        _is_int(width) and width % 2 == 0 and width <= 54,
+        is_int(width) and width % 2 == 0 and width <= 54,
         "model.stem_width",
         width,
         "patch whitening (callbacks.patch_whitening.enabled=true) needs an even stem width of at most 54, "
@@ -236,7 +232,7 @@ def check_tune(config: dict[str, Any]) -> None:
 
 def check_seed(config: dict[str, Any]) -> None:
     seed = config.get("seed")
-    _require(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0, e.g. seed=0")
+    _require(is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0, e.g. seed=0")
 
 
 def check_config(config: dict[str, Any]) -> None:
