@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import pytest
+import torch
 from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -114,6 +115,18 @@ def run_command(
 
 def run_train(*overrides: str, expect_ok: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return run_command([*TRAIN, *overrides], expect_ok=expect_ok, cwd=cwd)
+
+
+def as_if_older(checkpoint: Path, key: str) -> None:
+    """Rewrite train.py's `checkpoint` as a seres from before the setting `key` ("model.bn_momentum")
+    existed would have written it: its saved config without that key."""
+    state = torch.load(checkpoint, weights_only=False)
+    *groups, name = key.split(".")
+    settings = state["hyper_parameters"]["config"]
+    for group in groups:
+        settings = settings[group]
+    del settings[name]
+    torch.save(state, checkpoint)
 
 
 def make_fake_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

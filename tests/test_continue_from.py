@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, fake_data
+from conftest import TINY, as_if_older, fake_data
 from entry_point import run_entry_point
 
 pytestmark = pytest.mark.slow  # two short runs through the entry point
@@ -38,3 +38,8 @@ def test_a_run_continues_another_runs_schedule_with_changed_settings_and_refuses
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"Error: continue_from={first / 'last.ckpt'} holds another network")
     assert "model.se_reduction" in error and not other.exists()
+    # A checkpoint from before a model setting existed holds the network that setting's default builds.
+    as_if_older(first / "last.ckpt", "model.bn_momentum")
+    assert run([*settings, *overrides], tmp_path / "older", monkeypatch) == 0
+    assert run([*settings, *overrides, "model.bn_momentum=0.4"], other, monkeypatch) == 1
+    assert "model.bn_momentum: 0.1 -> 0.4" in capsys.readouterr().err and not other.exists()

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import (
     TINY_MODEL,
+    as_if_older,
     fake_data,
     made_once,
     real_cifar_root,
@@ -113,6 +114,20 @@ def test_resuming_under_other_settings_is_refused_and_leaves_the_run_untouched(
     assert "was made with other settings (optimizer.lr: 0.1 -> 0.5)" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
     assert {path: path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()} == before
+
+
+def test_a_run_from_before_a_setting_existed_resumes_at_its_default_and_refuses_another_value(
+    uninterrupted, data_root, tmp_path
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    as_if_older(run_dir / "last.ckpt", "model.bn_momentum")
+    command = [*deterministic_run(data_root), f"hydra.run.dir={run_dir}", "resume=true"]
+    # The run had what the new setting's default does; another value would change it.
+    refused = run_train(*command, "model.bn_momentum=0.4", expect_ok=False)
+    assert "was made with other settings (model.bn_momentum: 0.1 -> 0.4)" in refused.stderr, refused.stderr
+    resumed = run_train(*command)
+    assert "resuming from" in resumed.stdout + resumed.stderr
 
 
 def val_acc_steps(run_dir: Path) -> list[int]:

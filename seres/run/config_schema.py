@@ -11,7 +11,8 @@ callers from Python. Trainer, callbacks and loggers stay open mappings: their ke
 classes'.
 """
 
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import MISSING as NO_FIELD_DEFAULT
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
@@ -175,6 +176,26 @@ SCHEMAS = {
     "scheduler_triangular": TriangularScheduleSchema,
     "scheduler_step": StepScheduleSchema,
 }
+
+
+# What schema_default returns for a key the schema gives no default: one inside an open mapping (trainer,
+# callbacks, scheduler, paths), or a required one.
+NO_DEFAULT = object()
+
+
+def schema_default(key: str, schema: type = TrainSchema) -> Any:
+    """The default the schema gives a dotted key ("model.bn_momentum" -> 0.1), or NO_DEFAULT."""
+    *groups, name = key.split(".")
+    for group in groups:
+        schema = get_type_hints(schema).get(group)
+        if not is_dataclass(schema):
+            return NO_DEFAULT
+    spec = next((f for f in fields(schema) if f.name == name), None)
+    if spec is None:
+        return NO_DEFAULT
+    if spec.default is not NO_FIELD_DEFAULT:
+        return NO_DEFAULT if spec.default == MISSING else spec.default
+    return spec.default_factory() if spec.default_factory is not NO_FIELD_DEFAULT else NO_DEFAULT
 
 
 def register_schemas() -> None:
