@@ -40,11 +40,20 @@ TINY = [
 ]
 
 
-def compose_train(*overrides: str, hydra_config: bool = False) -> DictConfig:
-    """train.py's config from conf/ with `overrides`, as composed before its checks (no run directory)."""
+def compose_conf(config_name: str, *overrides: str, hydra_config: bool = False) -> DictConfig:
+    """conf/<config_name>.yaml composed with `overrides` by Hydra's compose API, as the script would be."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = ("paths.output_dir=/unused", *overrides)
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=hydra_config)
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def compose_train(*overrides: str, hydra_config: bool = False) -> DictConfig:
+    """train.py's config with `overrides`, as composed before its checks (no run directory unless
+    `paths.output_dir` is among them)."""
+    return compose_conf("train", "paths.output_dir=/unused", *overrides, hydra_config=hydra_config)
+
+
+def compose_eval(*overrides: str) -> DictConfig:
+    return compose_conf("eval", *overrides)
 
 
 def tiny_net(**kwargs) -> SEResNet:

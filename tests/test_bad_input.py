@@ -5,12 +5,9 @@ train.py's real entry point runs in this process (Hydra's command line, composit
 saves a process start per case; tests/test_reliability.py has the same refusal from a subprocess.
 """
 
-from pathlib import Path
-
 import pytest
-from conftest import TINY, fake_data
+from conftest import TINY, compose_train, fake_data
 from entry_point import run_entry_point
-from hydra import compose, initialize_config_dir
 
 import train
 from seres.model import count_parameters
@@ -122,8 +119,3 @@ def test_a_boolean_written_as_a_word_means_what_it_says(spelling):
     cfg = compose_train(f"model.layer4={spelling}", f"tta={spelling}", "model.compile=false")
     assert cfg.model.layer4 is False and cfg.tta is False
     assert count_parameters(train.build_network(cfg.model)) == 1_092_650  # the paper's 3-stack baseline
-
-
-def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=str(Path(train.__file__).parent / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from seres.model import count_parameters
@@ -16,9 +16,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def compose_train(*overrides: str, output_dir: Path | None = None):
     """The config train.py's task function gets: composed, its `auto` settings resolved (StartChecks)."""
-    extra = [f"paths.output_dir={output_dir}"] if output_dir else ["paths.output_dir=/unused"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*extra, *overrides])
+    extra = [f"paths.output_dir={output_dir}"] if output_dir else []
+    cfg = conftest.compose_train(*extra, *overrides)
     resolve_auto(cfg)
     return cfg
 

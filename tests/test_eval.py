@@ -11,10 +11,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import real_cifar_root, tiny_net
-from hydra import compose, initialize_config_dir
+from conftest import compose_eval, real_cifar_root, tiny_net
 from PIL import Image
-from real_run import REPO, run_cli, short_real_run
+from real_run import run_cli, short_real_run
 from torch.utils.data import DataLoader, TensorDataset
 
 from eval import evaluate
@@ -79,11 +78,6 @@ def test_eval_on_the_validation_split_reproduces_the_runs_best_validation_accura
     assert metrics["split"] == "val" and metrics["val_images"] == 1024 and "test_acc" not in metrics
     assert metrics["val_acc"] == pytest.approx(trained["best_val_acc"], abs=1e-6)
     assert (out / "report.md").read_text().splitlines()[2] == f"val accuracy {100 * metrics['val_acc']:.2f}%"
-
-
-def compose_eval(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="eval", overrides=list(overrides))
 
 
 def test_eval_of_best_model_pth_with_tta_rebuilds_the_network_from_the_runs_config(run_dir, tmp_path):

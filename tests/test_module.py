@@ -2,13 +2,11 @@
 
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_net
-from hydra import compose, initialize_config_dir
+from conftest import compose_train, tiny_net
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -19,8 +17,6 @@ from seres.module import (
     step_schedule,
     triangular_schedule,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_module(**kwargs) -> ClassifierModule:
@@ -134,9 +130,7 @@ def test_epoch_loss_is_the_per_image_mean_when_the_last_batch_is_short():
 def test_a_compiled_network_is_compiled_once_for_training_and_once_for_evaluation(tmp_path):
     # The project's trainer settings: validation, the final test and flip-averaged evaluation share one
     # compiled evaluation graph (every graph is a whole compilation of the network).
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = [f"paths.output_dir={tmp_path}", "trainer=cpu", "trainer.precision=32-true"]
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_train(f"paths.output_dir={tmp_path}", "trainer=cpu", "trainer.precision=32-true")
     graphs = []
 
     def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:

@@ -14,6 +14,7 @@ import torch
 from conftest import (
     TINY_MODEL,
     as_if_older,
+    compose_train,
     fake_data,
     made_once,
     real_cifar_root,
@@ -21,7 +22,6 @@ from conftest import (
     run_train,
     write_fake_cifar10,
 )
-from hydra import compose, initialize_config_dir
 from interrupting import SLOW_STEPS, interrupt_in_epoch_2
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
@@ -203,9 +203,7 @@ def test_bad_configs_are_refused_before_any_work(override, message, data_root, t
     run_dir = tmp_path / "refused"
     overrides = [*deterministic_run(data_root), override, f"paths.output_dir={run_dir}"]
     with pytest.raises(Exception) as refused:  # Hydra's errors and ours: the message is what counts
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
-        check_settings(cfg)
+        check_settings(compose_train(*overrides))
     assert message in str(refused.value)
     assert not run_dir.exists()
 

@@ -2,16 +2,15 @@
 
 import re
 
-from hydra import compose, initialize_config_dir
+from conftest import compose_conf
 from hydra.core.hydra_config import HydraConfig
 
+import train  # noqa: F401  (registers the resolvers, as running train.py does)
 from seres.run.run_names import RUN_SUFFIX
-from train import CONF_DIR  # registers the resolvers, as running train.py does
 
 
 def test_the_default_directories_are_time_sortable_and_carry_this_processs_suffix():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True)
+    cfg = compose_conf("train", hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     run_dir, sweep_dir = str(cfg.hydra.run.dir), str(cfg.hydra.sweep.dir)
     assert re.fullmatch(rf"outputs/\d{{4}}-\d\d-\d\d/\d\d-\d\d-\d\d-{RUN_SUFFIX}", run_dir), run_dir

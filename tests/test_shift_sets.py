@@ -3,13 +3,13 @@
 import json
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
 from conftest import real_cifar_root, tiny_net
-from hydra import compose, initialize_config_dir
 from PIL import Image
-from real_run import REPO, short_real_run
+from real_run import short_real_run
 
 from eval import evaluate
 from seres.data import CLASSES, CIFAR10Error, build_eval_transform, load_cifar10
@@ -61,8 +61,7 @@ def accuracy(run_dir: Path, images: torch.Tensor, labels: torch.Tensor) -> float
 
 
 def compose_eval(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="eval", overrides=["num_workers=0", "progress=false", *overrides])
+    return conftest.compose_eval("num_workers=0", "progress=false", *overrides)
 
 
 def test_eval_reports_cifar10_1_and_cifar10_c_per_class_corruption_and_severity(run_dir, tmp_path):
