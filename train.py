@@ -41,7 +41,7 @@ from seres.run.checkpoints import read_lightning_checkpoint
 from seres.run.config_checks import ConfigError
 from seres.run.config_tree import config_tree
 from seres.run.console import quiet_console
-from seres.run.interrupts import stops_cleanly
+from seres.run.interrupts import CtrlCIsNeverLost, stops_cleanly
 from seres.run.lr_finder import find_lr
 from seres.run.resume import run_overrides
 from seres.run.run_names import command_overrides, register_resolvers
@@ -97,6 +97,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         if c
     ]
     callbacks.append(KeepTrackerRuns(run_dir))  # writes nothing without an MLflow or W&B logger
+    callbacks.append(CtrlCIsNeverLost())
     # The configured plugins (conf/trainer), and under SLURM Lightning's SLURM environment without its own
     # requeueing (seres/run/slurm.py).
     plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + slurm_plugins()

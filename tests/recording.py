@@ -4,6 +4,7 @@ steps to interrupt, each rank's trained weights, three sweep jobs made to overla
 """
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -40,6 +41,24 @@ class SlowSteps(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         time.sleep(self.seconds)
+
+
+class CtrlCInAFinalizer(L.Callback):
+    """Sends the run a Ctrl-C from inside a finalizer at step `step` of its second epoch: Python prints the
+    KeyboardInterrupt raised there as "Exception ignored" and goes on, as when a Ctrl-C lands while a
+    DataLoader starts its worker processes."""
+
+    def __init__(self, step: int = 3) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == self.step:
+            _SendsCtrlCWhenCollected()  # collected at once
+
+
+class _SendsCtrlCWhenCollected:
+    def __del__(self) -> None:
+        signal.raise_signal(signal.SIGINT)
 
 
 class RecordWeights(L.Callback):

@@ -23,7 +23,7 @@ from conftest import (
     write_fake_cifar10,
 )
 from entry_point import run_entry_point
-from interrupting import SLOW_STEPS, interrupt_in_epoch_2
+from interrupting import SLOW_STEPS, interrupt_in_epoch_2, run_from_a_terminal
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from seres.run.start_checks import check_settings
@@ -102,6 +102,17 @@ def test_a_run_stopped_mid_epoch_then_resumed_equals_an_uninterrupted_run(
     assert epochs == ["1", "2", "3"]
     # TensorBoard's curves continue in the same directory: each epoch's validation accuracy once, in order.
     assert val_acc_steps(stopped) == val_acc_steps(uninterrupted)
+
+
+def test_a_ctrl_c_that_python_ignores_still_stops_the_run(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [*deterministic_run(data_root), "+callbacks.ctrl_c._target_=recording.CtrlCInAFinalizer"]
+    stopped = run_from_a_terminal(overrides, run_dir)
+    assert "Exception ignored" in stopped.stderr, "Python did not lose this Ctrl-C"
+    assert stopped.returncode != 0, stopped.stderr[-3000:]
+    assert "stopped by Ctrl-C (SIGINT) during epoch 2 of 3; kept last.ckpt" in stopped.stderr
+    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 0
+    assert not (run_dir / "metrics.json").exists()
 
 
 def test_resuming_under_other_settings_is_refused_and_leaves_the_run_untouched(

@@ -7,14 +7,68 @@ limit and most job schedulers send) and ends with SystemExit; last.ckpt holds th
 
 import contextlib
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from seres.run.resume import RUN_RESULTS, run_overrides
+
+
+class CtrlCIsNeverLost(L.Callback):
+    """Raises a Ctrl-C again at the end of the next step when Python has lost it.
+
+    Ctrl-C reaches a run as KeyboardInterrupt, which Lightning turns into a clean stop. Raised inside a fork
+    handler or a finalizer (a DataLoader starting its worker processes runs both), Python prints it as
+    "Exception ignored" and goes on, and the run would train to its end. This callback notes every Ctrl-C
+    from the fit's setup to its teardown, leaves its KeyboardInterrupt as it was, and raises one at the end
+    of the next training, validation or test step if the first did not stop the run.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._installed = False
+
+    def _on_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
+        self.pending = True
+        raise KeyboardInterrupt
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Only where Ctrl-C raises KeyboardInterrupt: a process that ignores SIGINT keeps ignoring it.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._on_ctrl_c)
+            self._installed = True
+
+    def _raise_if_lost(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._raise_if_lost()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._raise_if_lost()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._raise_if_lost()
+
+    def _uninstall(self) -> None:
+        # Lightning ignores further Ctrl-Cs while it shuts down after one: that handler is left in place.
+        if self._installed and signal.getsignal(signal.SIGINT) == self._on_ctrl_c:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._installed = False
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException) -> None:
+        self._uninstall()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._uninstall()
 
 
 class RunInterrupted(RuntimeError):
