@@ -21,48 +21,54 @@ from seres.run.resume import RUN_RESULTS, run_overrides
 
 
 class CtrlCIsNeverLost(L.Callback):
-    """Raises a Ctrl-C again at the end of the next step when Python has lost it.
+    """Raises a Ctrl-C again at the end of the next step when Python has dropped it.
 
     Ctrl-C reaches a run as KeyboardInterrupt, which Lightning turns into a clean stop. Raised inside a fork
-    handler or a finalizer (a DataLoader starting its worker processes runs both), Python prints it as
-    "Exception ignored" and goes on, and the run would train to its end. This callback notes every Ctrl-C
-    from the fit's setup to its teardown, leaves its KeyboardInterrupt as it was, and raises one at the end
-    of the next training, validation or test step if the first did not stop the run.
+    handler or a finalizer (a DataLoader runs both as it starts and stops its worker processes), Python
+    prints it as "Exception ignored", with a traceback, and goes on: the run would train to its end. From the
+    fit's setup to its teardown this callback notes every Ctrl-C, keeps such a dropped one off the console,
+    and raises it again at the end of the next training, validation or test step.
     """
 
     def __init__(self) -> None:
         self.pending = False
-        self._installed = False
+        self._previous_unraisable_hook = None
 
     def _on_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
         self.pending = True
         raise KeyboardInterrupt
+
+    def _on_unraisable(self, unraisable) -> None:
+        if not (self.pending and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            self._previous_unraisable_hook(unraisable)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Only where Ctrl-C raises KeyboardInterrupt: a process that ignores SIGINT keeps ignoring it.
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, self._on_ctrl_c)
-            self._installed = True
+            self._previous_unraisable_hook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
 
-    def _raise_if_lost(self) -> None:
+    def _raise_if_dropped(self) -> None:
         if self.pending:
             raise KeyboardInterrupt
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._raise_if_lost()
+        self._raise_if_dropped()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._raise_if_lost()
+        self._raise_if_dropped()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._raise_if_lost()
+        self._raise_if_dropped()
 
     def _uninstall(self) -> None:
+        if self._previous_unraisable_hook is None:
+            return
         # Lightning ignores further Ctrl-Cs while it shuts down after one: that handler is left in place.
-        if self._installed and signal.getsignal(signal.SIGINT) == self._on_ctrl_c:
+        if signal.getsignal(signal.SIGINT) == self._on_ctrl_c:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._installed = False
+        sys.unraisablehook, self._previous_unraisable_hook = self._previous_unraisable_hook, None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException) -> None:
         self._uninstall()
