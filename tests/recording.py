@@ -56,6 +56,19 @@ class CtrlCInAFinalizer(L.Callback):
             _SendsCtrlCWhenCollected()  # collected at once
 
 
+class CtrlCInTheTest(L.Callback):
+    """Sends the run a Ctrl-C during its final test, once: it marks that in `dirpath`, so that the command
+    which continues the run tests to the end."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.marker = Path(dirpath) / "ctrl_c_sent"
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self.marker.exists():
+            self.marker.touch()
+            signal.raise_signal(signal.SIGINT)
+
+
 class _SendsCtrlCWhenCollected:
     def __del__(self) -> None:
         signal.raise_signal(signal.SIGINT)

@@ -116,6 +116,21 @@ def test_a_ctrl_c_that_python_ignores_still_stops_the_run(data_root, tmp_path):
     assert not (run_dir / "metrics.json").exists()
 
 
+def test_ctrl_c_in_the_final_test_says_so_and_its_command_tests_the_trained_run(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [item for item in deterministic_run(data_root) if item != "test=false"]
+    overrides += ["+callbacks.ctrl_c._target_=recording.CtrlCInTheTest"]
+    overrides += [f"+callbacks.ctrl_c.dirpath={tmp_path}"]
+    stopped = run_from_a_terminal(overrides, run_dir)
+    assert stopped.returncode != 0, stopped.stderr[-3000:]
+    message = "stopped by Ctrl-C (SIGINT) while testing the best checkpoint (training had finished); kept"
+    assert f"{message} last.ckpt" in stopped.stderr, stopped.stderr[-3000:]
+    command = stopped.stderr.split("Continue the run with: python ")[1].strip()
+    run_command([sys.executable, *shlex.split(command)])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["test_acc"] is not None
+
+
 def test_resuming_under_other_settings_is_refused_and_leaves_the_run_untouched(
     uninterrupted, data_root, tmp_path
 ):

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 import lightning as L
-from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 
 from seres.run.resume import RUN_RESULTS, run_overrides
 
@@ -93,8 +93,12 @@ def interrupted_message(trainer: L.Trainer, run_dir: Path, overrides: Sequence[s
     what = (
         f"kept {', '.join(kept)} (after epoch {finished})" if kept else "nothing kept: no epoch had finished"
     )
+    if trainer.state.fn == TrainerFn.TESTING:  # the final test of the best checkpoint, after the fit
+        when = "while testing the best checkpoint (training had finished)"
+    else:
+        when = f"during epoch {finished + 1} of {trainer.max_epochs}"
     return (
-        f"stopped by {signal_name} during epoch {finished + 1} of {trainer.max_epochs}; {what} in {run_dir}. "
+        f"stopped by {signal_name} {when}; {what} in {run_dir}. "
         f"Continue the run with: python {continue_command(run_dir, overrides)}"
     )
 
