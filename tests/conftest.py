@@ -110,13 +110,19 @@ def free_port() -> int:
 
 
 def run_command(
-    command: list[str], expect_ok: bool = True, cwd: Path = REPO, env: dict[str, str] | None = None
+    command: list[str],
+    expect_ok: bool = True,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a command as a user would, with tests/ importable (test callbacks); assert how it exits.
 
-    `env` replaces this process's environment (tests/ stays importable)."""
+    `env` replaces this process's environment (tests/ stays importable); `preexec_fn` runs in the child."""
     env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO / "tests")}
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env, preexec_fn=preexec_fn
+    )
     output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (result.returncode == 0) == expect_ok, f"{' '.join(command)} exit {result.returncode}:\n{output}"
     return result

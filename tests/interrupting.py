@@ -40,12 +40,3 @@ def interrupt_in_epoch_2(
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def run_from_a_terminal(overrides: list[str], run_dir: Path) -> subprocess.CompletedProcess:
-    """Run train.py to its end as a terminal starts it: Ctrl-C's default handling, tests/ importable."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    command = [*TRAIN, *overrides, f"hydra.run.dir={run_dir}"]
-    return subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, preexec_fn=default_sigint
-    )
