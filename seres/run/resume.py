@@ -21,6 +21,9 @@ RUN_RESULTS = ("last.ckpt", "best.ckpt", "best_model.pth", "metrics.json")
 # Where files are, how they load, the progress display and the switch itself may change on resume; nothing
 # that shapes the training may.
 MAY_CHANGE = ("resume", "output_dir", "data_dir", "paths.", "data.root", "data.num_workers", "progress")
+# model.* keys a checkpoint's weights do not depend on: how the network executes, and how fast BatchNorm's
+# running statistics follow the batches from here on (so continue_from can try another BatchNorm momentum).
+NOT_THE_NETWORK = (*RUNTIME_KEYS, "bn_momentum")
 
 
 class _NotASetting:
@@ -96,7 +99,7 @@ def require_same_network(checkpoint: str, cfg: DictConfig) -> None:
         )
     saved = read_lightning_checkpoint(checkpoint, weights_only=False)["hyper_parameters"]["config"]["model"]
     now = OmegaConf.to_container(cfg.model, resolve=True)
-    changed = [k for k in _changed_keys(saved, now, "model.") if k not in RUNTIME_KEYS]
+    changed = [k for k in _changed_keys(saved, now, "model.") if k not in NOT_THE_NETWORK]
     if changed:
         raise ConfigError(
             f"continue_from={checkpoint} holds another network ({_pairs(changed, saved, now, 'model.')}); "
