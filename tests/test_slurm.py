@@ -1,6 +1,7 @@
 """Runs and sweeps on a real SLURM cluster: munged, slurmctld and slurmd here (tests/slurm_cluster.py)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -88,13 +89,29 @@ def job_state(env: dict[str, str], job: str) -> str:
     return queue.stdout.strip()
 
 
+def with_a_slow_requeue(env: dict[str, str], bin_dir: Path) -> dict[str, str]:
+    """`env` whose `scontrol requeue` still runs when the requeue's SIGTERM reaches the job's processes: the
+    race a loaded cluster has by chance (the requeue requested, the command not yet exited), every time."""
+    real = shutil.which("scontrol", path=env["PATH"])
+    bin_dir.mkdir()
+    shim = bin_dir / "scontrol"
+    shim.write_text(f'#!/bin/bash\n"{real}" "$@" || exit $?\nif [ "$1" = requeue ]; then sleep 3; fi\n')
+    shim.chmod(0o755)
+    return {**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+
+
 def test_a_job_warned_of_its_end_is_requeued_and_resumes_from_last_ckpt(slurm, fake_cifar_bin, tmp_path):
     sweep = tmp_path / "sweep"
     command = [sys.executable, "train.py", "-m", *CPU_SWEEP, *small_run(fake_cifar_bin), "trainer.devices=1"]
     command += ["trainer.max_epochs=4", "+callbacks.slow._target_=recording.SlowSteps", "seed=0"]
     command += [f"hydra.sweep.dir={sweep}"]  # a one-job sweep
     sweep_process = subprocess.Popen(
-        command, cwd=REPO, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=REPO,
+        env=with_a_slow_requeue(slurm, tmp_path / "bin"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     job = sweep / "0"
     deadline = time.monotonic() + 300

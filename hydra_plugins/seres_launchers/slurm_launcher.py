@@ -4,10 +4,12 @@
 job array, runs each job under srun, requeues a job that SLURM warns of its end (signal_delay_s) and
 collects the results; this subclass only leaves out the jobs whose directory already holds a completed run
 of the same overrides, so that a rerun of a finished sweep submits nothing and a rerun of an interrupted one
-submits just what is left. Those jobs keep their numbers, hence their directories.
+submits just what is left. Those jobs keep their numbers, hence their directories. In the job, it also keeps
+the requeue from failing the job it requeues (`__call__`).
 """
 
 import logging
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,18 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 "cpu), cpus_per_task, mem_gb, timeout_min (conf/hydra/launcher/slurm.yaml)"
             )
             raise SystemExit(1) from None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """The job (run by submitit on the node), with SIGTERM ignored by this process and what it starts.
+
+        SLURM stops a requeued job by sending SIGTERM to every one of its processes, the `scontrol requeue`
+        that submitit runs included: killed before it exits, that command fails the job it has just requeued
+        (CalledProcessError, "died with SIGTERM"). Ignored, it always exits normally. submitit's own SIGTERM
+        handler only logged the signal; the run itself, train.py in a child process, gets the default back
+        (seres.launch.sweep.run_child) and stops at the end of its step as before.
+        """
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return super().__call__(*args, **kwargs)
 
     @property
     def sweep_dir(self) -> Path:

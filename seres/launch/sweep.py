@@ -60,6 +60,8 @@ def run_child(command: list[str], env: dict[str, str], cpus: list[int] | None) -
 
     def prepare() -> None:
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # SLURM's warning
+        # A SLURM sweep job's process ignores SIGTERM (hydra_plugins/seres_launchers); the run must not.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
 
