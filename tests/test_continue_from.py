@@ -46,5 +46,14 @@ def test_a_run_continues_another_runs_schedule_with_changed_settings_and_refuses
     # The BatchNorm momentum shapes no weight, only how the running statistics follow the batches from here.
     momentum = tmp_path / "momentum"
     assert run([*settings, *overrides, "model.bn_momentum=0.4"], momentum, monkeypatch) == 0
-    config = torch.load(momentum / "last.ckpt", weights_only=False)["hyper_parameters"]["config"]
-    assert config["model"]["bn_momentum"] == 0.4
+    continued = {
+        name: torch.load(d / "last.ckpt", weights_only=False)
+        for name, d in (("0.1", fork), ("0.4", momentum))
+    }
+    assert continued["0.4"]["hyper_parameters"]["config"]["model"]["bn_momentum"] == 0.4
+    # The same steps trained the same weights; only the running statistics followed the batches faster.
+    weights = {name: checkpoint["state_dict"] for name, checkpoint in continued.items()}
+    statistics = [key for key in weights["0.1"] if key.endswith(("running_mean", "running_var"))]
+    assert statistics
+    for key, value in weights["0.1"].items():
+        assert torch.equal(value, weights["0.4"][key]) == (key not in statistics), key
