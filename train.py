@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seres.callbacks import RunMeasure
 from seres.launch.device_slots import job_devices
-from seres.launch.sweep import run_job
+from seres.launch.sweep_jobs import run_job
 from seres.model import RUNTIME_KEYS, count_parameters
 from seres.module import ClassifierModule, network_weights
 from seres.records.atomic import atomic_save, write_json
@@ -344,7 +344,7 @@ def main(cfg: DictConfig) -> float | None:
     quiet_console()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        # Each sweep job is a complete single run in a child process (see seres/launch/sweep.py).
+        # Each sweep job is a complete single run in a child process (see seres/launch/sweep_jobs.py).
         job_dir = Path(hydra_cfg.runtime.output_dir)
         try:
             overrides = command_overrides(hydra_cfg.overrides.task)

@@ -53,9 +53,9 @@ def test_the_package_holds_the_two_core_modules_and_the_layers_subpackages():
     assert packages == {"records", "data", "optim", "callbacks", "run", "launch", "results", "bench"}
 
 
-def test_the_results_table_and_the_report_read_runs_without_loading_torch():
-    # They only read a run's files: torch and Lightning would add seconds to every call.
-    modules = "seres.results.runs_table, seres.records.report"
+def test_the_results_table_the_report_and_the_sweep_choice_read_runs_without_loading_torch():
+    # They only read runs' files: torch and Lightning would add seconds to every call.
+    modules = "seres.results.runs_table, seres.records.report, seres.launch.sweep"
     code = f"import sys, {modules}; print(sorted({{'torch', 'lightning'}} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -64,7 +64,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         that submitit runs included: killed before it exits, that command fails the job it has just requeued
         (CalledProcessError, "died with SIGTERM"). Ignored, it always exits normally. submitit's own SIGTERM
         handler only logged the signal; the run itself, train.py in a child process, gets the default back
-        (seres.launch.sweep.run_child) and stops at the end of its step as before.
+        (seres.launch.sweep_jobs.run_child) and stops at the end of its step as before.
         """
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return super().__call__(*args, **kwargs)
@@ -101,7 +101,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         with open_dict(config.hydra.job):
             config.hydra.job.num = number
         job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        from seres.launch.sweep import (
+        from seres.launch.sweep_jobs import (
             completed_metrics,  # not at start-up: Hydra imports this module on every run
         )
 
