@@ -3,8 +3,8 @@
     python -m seres.launch.sweep chosen SWEEP_DIR   # the overrides of the job chosen on validation
     python train.py -m $(python -m seres.launch.sweep chosen runs/fast-grid) seed=0,1,2
 
-Loads no torch, so that the command above answers in about a second. The jobs themselves are run by
-seres.launch.sweep_jobs.
+Loads no torch, which would add seconds to every call of the command above. The jobs themselves are run
+by seres.launch.sweep_jobs.
 """
 
 import argparse
