@@ -68,6 +68,24 @@ def test_the_training_rate_is_the_runs_images_over_its_training_seconds(run_dir,
     assert untimed == "" and rated == f"{metrics['train_images'] / 12.5:,.0f}"
 
 
+def test_against_the_first_run_each_row_gives_its_accuracy_and_loss_difference(run_dir, tmp_path):
+    base, better = (files_of_run(run_dir, tmp_path / name) for name in ("base", "better"))
+    metrics = json.loads((better / "metrics.json").read_text())
+    (better / "metrics.json").write_text(
+        json.dumps({**metrics, "best_val_acc": metrics["best_val_acc"] + 0.0036})
+    )
+    with open(better / "epochs.csv", newline="") as handle:
+        history = list(csv.DictReader(handle))
+    history[-1]["val_loss"] = str(float(history[-1]["val_loss"]) - 0.004)
+    with open(better / "epochs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    output = run_cli("-m", "seres.results.runs_table", "--against-first", str(base), str(better)).stdout
+    assert "| best val acc - first run's (points) | final val loss - first run's |" in output
+    assert [row[-2:] for row in table_rows(output)] == [["", ""], ["+0.36", "-0.004"]]
+
+
 def test_a_directory_without_metrics_is_named_in_one_line(tmp_path):
     result = run_cli("-m", "seres.results.runs_table", str(tmp_path), expect_success=False)
     assert result.returncode == 2

@@ -3,13 +3,16 @@
     python -m seres.results.runs_table docs/results/cpu-fast-screen/*/
     python -m seres.results.runs_table --eval RUN_DIR/eval_val*/   # eval.py's results: a row an evaluation
     python -m seres.results.runs_table --rate RUN_DIR...   # and each run's training images per second
+    python -m seres.results.runs_table --against-first BASE_RUN RUN_DIR...   # and each run's difference
 
 One row a run directory: its path as given, the overrides it was given (those common to every row are
 printed once, above the table), the global batch size, peak learning rate and precision it recorded (runs
 from before metrics.json held the precision leave it blank), optimizer steps, training images and compute,
 best validation accuracy, the last epoch's validation loss, test accuracy where it was tested, and validation
 accuracy by epoch; with --rate, training images per second (its training images over `train_seconds`, the
-training time without validation or compilation that callbacks.time_to_accuracy records). Everything comes
+training time without validation or compilation that callbacks.time_to_accuracy records); with
+--against-first, each run's best validation accuracy (in points) and final validation loss minus the first
+run's, so that a paired comparison is read off the runs' files, not worked out by hand. Everything comes
 from the run's metrics.json and epochs.csv (train.py writes both).
 """
 
@@ -99,16 +102,37 @@ def training_rate(run: dict[str, Any]) -> str:
     return f"{images / seconds:,.0f}" if images and seconds else ""
 
 
-def runs_table(run_dirs: Sequence[Path], rate: bool = False) -> list[str]:
-    """The markdown lines: the overrides common to every run, then one row a run (`rate`: with images/s)."""
+def against_first(run: dict[str, Any], first: dict[str, Any]) -> list[str]:
+    """The run's best validation accuracy (points) and final validation loss minus the first run's."""
+    if run is first:
+        return ["", ""]
+    acc, base_acc = run.get("best_val_acc"), first.get("best_val_acc")
+    losses, base_losses = run["val_losses"], first["val_losses"]
+    loss = losses[-1] if losses else None
+    base_loss = base_losses[-1] if base_losses else None
+    return [
+        "" if acc is None or base_acc is None else f"{100 * (acc - base_acc):+.2f}",
+        "" if loss is None or base_loss is None else f"{loss - base_loss:+.3f}",
+    ]
+
+
+def runs_table(run_dirs: Sequence[Path], rate: bool = False, against: bool = False) -> list[str]:
+    """The markdown lines: the overrides common to every run, then one row a run (`rate`: with images/s;
+    `against`: with the differences from the first run)."""
     runs = [read_run(run_dir) for run_dir in run_dirs]
     common = common_overrides(runs)
     shared = " ".join(f"`{item}`" for item in common) or "none"
-    rows = [run_row(run, common) + ([training_rate(run)] if rate else []) for run in runs]
-    header = HEADER + (["training images/s"] if rate else [])
+    rows = [
+        run_row(run, common)
+        + ([training_rate(run)] if rate else [])
+        + (against_first(run, runs[0]) if against else [])
+        for run in runs
+    ]
+    header = HEADER + (["training images/s"] if rate else []) + (AGAINST_HEADER if against else [])
     return [f"Overrides of every run: {shared}", "", *markdown_table(header, rows)]
 
 
+AGAINST_HEADER = ["best val acc - first run's (points)", "final val loss - first run's"]
 EVAL_HEADER = ["evaluation", "checkpoint", "split", "tta", "tta_translate", "images", "accuracy"]
 
 
@@ -134,12 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dirs", type=Path, nargs="+", help="directories of finished runs")
     parser.add_argument("--eval", action="store_true", help="the directories are eval.py's output_dirs")
     parser.add_argument("--rate", action="store_true", help="add each run's training images per second")
+    parser.add_argument(
+        "--against-first",
+        action="store_true",
+        help="add each run's best val acc and final val loss minus the first run's",
+    )
     args = parser.parse_args(argv)
     try:
         if args.eval:
             print("\n".join(markdown_table(EVAL_HEADER, [eval_row(path) for path in args.run_dirs])))
         else:
-            print("\n".join(runs_table(args.run_dirs, rate=args.rate)))
+            print("\n".join(runs_table(args.run_dirs, rate=args.rate, against=args.against_first)))
     except ReportError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
