@@ -40,6 +40,7 @@ HEADER = [
     "test acc",
     "val acc by epoch",
 ]
+AGAINST_HEADER = ["best val acc - first run's (points)", "final val loss - first run's"]
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
@@ -132,7 +133,6 @@ def runs_table(run_dirs: Sequence[Path], rate: bool = False, against: bool = Fal
     return [f"Overrides of every run: {shared}", "", *markdown_table(header, rows)]
 
 
-AGAINST_HEADER = ["best val acc - first run's (points)", "final val loss - first run's"]
 EVAL_HEADER = ["evaluation", "checkpoint", "split", "tta", "tta_translate", "images", "accuracy"]
 
 
