@@ -9,8 +9,8 @@ import pytest
 from conftest import TINY, compose_train, fake_data
 from entry_point import run_entry_point
 
-import train
 from seres.model import count_parameters
+from seres.run.training import build_network
 
 REFUSED = [
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is not allowed: the learning rate must be > 0"),
@@ -118,4 +118,4 @@ def test_a_value_of_the_wrong_type_is_refused_where_the_config_is_composed(
 def test_a_boolean_written_as_a_word_means_what_it_says(spelling):
     cfg = compose_train(f"model.layer4={spelling}", f"tta={spelling}", "model.compile=false")
     assert cfg.model.layer4 is False and cfg.tta is False
-    assert count_parameters(train.build_network(cfg.model)) == 1_092_650  # the paper's 3-stack baseline
+    assert count_parameters(build_network(cfg.model)) == 1_092_650  # the paper's 3-stack baseline

@@ -8,7 +8,7 @@ from entry_point import run_entry_point
 from test_config import compose_train
 
 from seres.run.batch_size_finder import find_batch_size
-from train import build_run
+from seres.run.training import build_run
 
 
 def test_on_a_cpu_the_finder_says_why_it_has_nothing_to_find_and_trains_nothing(

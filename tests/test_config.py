@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from seres.model import count_parameters
 from seres.run.auto_settings import resolve_auto
-from train import build_module, build_network, build_trainer
+from seres.run.training import build_module, build_network, build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -16,9 +16,9 @@ from PIL import Image
 from real_run import run_cli, short_real_run
 from torch.utils.data import DataLoader, TensorDataset
 
-from eval import evaluate
 from seres.data import CLASSES, build_eval_transform, load_cifar10
 from seres.module import ClassifierModule, tta_logits
+from seres.results.evaluation import evaluate
 from seres.results.export import main as export_main
 from seres.results.predict import load_trained_model, newest_run_weights
 from seres.results.predict import main as predict_main

@@ -59,3 +59,25 @@ def test_the_results_table_the_report_and_the_sweep_choice_read_runs_without_loa
     code = f"import sys, {modules}; print(sorted({{'torch', 'lightning'}} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+QUESTIONS = [
+    ("train.py", ["--help"], "Powered by Hydra"),
+    ("train.py", ["--cfg", "job", "experiment=fast"], "blocks:"),
+    ("eval.py", ["--help"], "ckpt_path"),
+    ("eval.py", ["--cfg", "job", "tta=true"], "tta: true"),
+]
+
+
+@pytest.mark.parametrize(("script", "question", "answer"), QUESTIONS)
+def test_the_entry_points_answer_help_and_cfg_without_loading_torch(script, question, answer):
+    # Only composing the config: torch and Lightning would add seconds to every question and tab completion.
+    heavy = "print('loaded:', sorted({'torch', 'lightning'} & set(sys.modules)))"
+    code = (
+        f"import atexit, runpy, sys; atexit.register(lambda: {heavy}); "
+        f"sys.argv = [{script!r}, *{question!r}]; runpy.run_path({script!r}, run_name='__main__')"
+    )
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=SERES.parent)
+    assert result.stdout.strip().endswith("loaded: []"), result.stdout[-300:]
+    assert answer in result.stdout

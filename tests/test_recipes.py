@@ -23,7 +23,7 @@ from seres.data import CIFAR10DataModule
 from seres.data.files import CIFAR10_TRAIN_IMAGES
 from seres.launch.sweep import chosen_overrides, select_job
 from seres.module import ClassifierModule
-from train import build_network
+from seres.run.training import build_network
 
 REPO = Path(__file__).resolve().parents[1]
 

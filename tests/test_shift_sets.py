@@ -11,9 +11,9 @@ from conftest import real_cifar_root, tiny_net
 from PIL import Image
 from real_run import short_real_run
 
-from eval import evaluate
 from seres.data import CLASSES, CIFAR10Error, build_eval_transform, load_cifar10
 from seres.data.shift_sets import ShiftSetError
+from seres.results.evaluation import evaluate
 
 CORRUPTIONS = {"brightness": lambda x, s: x + 20 * s, "gaussian_noise": lambda x, s: x + s * 8 * np.sin(x)}
 

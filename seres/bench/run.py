@@ -51,7 +51,8 @@ def device_name(device: torch.device) -> str:
 
 
 def make_network(settings: Settings) -> nn.Module:
-    """The network as train.build_network makes it: SEResNet(**model.*), NHWC when model.channels_last."""
+    """The network as seres.run.training.build_network makes it: SEResNet(**model.*), NHWC when
+    model.channels_last."""
     net = SEResNet(**settings.model).to(settings.torch_device)
     if settings.channels_last:
         net = net.to(memory_format=torch.channels_last)

@@ -14,10 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from seres.launch.device_slots import job_devices
 from seres.launch.sweep import read_metrics
 from seres.records.atomic import write_json
-from seres.run.resume import run_overrides
+from seres.run.console import quiet_console
+from seres.run.run_names import command_overrides, run_overrides
 from seres.run.slurm import is_first_slurm_task
+from seres.run.start_checks import USER_ERRORS, exit_with
 
 log = logging.getLogger("seres")
 
@@ -109,3 +115,28 @@ def run_job(
     write_json(failed | {"test_acc": None}, job_dir / "metrics.json")
     log.error(f"job {job_dir.name} failed with exit code {returncode}: {' '.join(overrides)}")
     return failed
+
+
+def parallel_jobs(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
+    """How many sweep jobs run at once (hydra/launcher=parallel: n_jobs) and the devices each one takes."""
+    devices = cfg.trainer.get("devices")
+    return {
+        "slots": hydra_cfg.launcher.get("n_jobs", 1),
+        "per_job": devices if isinstance(devices, int) else 1,
+        "on_gpu": cfg.trainer.get("accelerator") != "cpu",
+    }
+
+
+def run_sweep_job(cfg: DictConfig, script: Path) -> float | None:
+    """What `python train.py -m` does with one job's composed `cfg`: the job as a complete single run of
+    `script` in a child process, on its share of the devices. Returns its best validation accuracy, the
+    value Hydra's sweepers (e.g. Optuna) optimise."""
+    quiet_console()
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        overrides = command_overrides(hydra_cfg.overrides.task)
+        with job_devices(Path(hydra_cfg.sweep.dir), **parallel_jobs(hydra_cfg, cfg)) as (env, cpus):
+            return run_job(script, overrides, job_dir, env, cpus)["best_val_acc"]
+    except USER_ERRORS as error:
+        exit_with(error)

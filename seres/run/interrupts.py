@@ -17,7 +17,8 @@ from types import FrameType
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 
-from seres.run.resume import RUN_RESULTS, run_overrides
+from seres.run.resume import RUN_RESULTS
+from seres.run.run_names import run_overrides
 
 
 class CtrlCIsNeverLost(L.Callback):

@@ -5,7 +5,6 @@ Checked before anything is written (seres.run.start_checks), so a refused resume
 exactly as they were.
 """
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,6 @@ class _NotASetting:
 
 
 NOT_A_SETTING = _NotASetting()
-
-
-def run_overrides(overrides: Sequence[str]) -> list[str]:
-    """The command line's overrides that define a run: without `resume=`, which says how this process
-    starts it, not what it is (metrics.json's `overrides`, a sweep job's identity, trackers' run names)."""
-    return [item for item in overrides if not item.startswith("resume=")]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Run names: directories sortable by time and unique to the process that made them, and trackers' run names.
+"""Run names: directories sortable by time and unique to the process that made them, and trackers' run names;
+with them every resolver conf/ uses. Loads neither torch nor Lightning: train.py registers the resolvers
+before Hydra composes, so `--help`, `--cfg` and tab completion answer without them.
 
 Two runs started in the same second, on one machine or on several sharing a disk, get different
 directories: `outputs/DATE/HH-MM-SS-<suffix>`, the suffix random and drawn once per process
@@ -7,13 +9,12 @@ same value.
 """
 
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import ListConfig, OmegaConf
-
-from seres.run.resume import run_overrides
-from seres.run.slurm import gpus_per_node
 
 RUN_SUFFIX = secrets.token_hex(3)  # 16.7 million values: a clash needs the same second and this draw
 
@@ -23,6 +24,18 @@ def command_overrides(overrides: ListConfig) -> list[str]:
     would resolve interpolations in them: `x=${paths.output_dir}/y` would be recorded with this machine's
     absolute path, and a sweep's child run would get its parent's value instead of its own."""
     return list(OmegaConf.to_container(overrides, resolve=False))
+
+
+def run_overrides(overrides: Sequence[str]) -> list[str]:
+    """The command line's overrides that define a run: without `resume=`, which says how this process
+    starts it, not what it is (metrics.json's `overrides`, a sweep job's identity, trackers' run names)."""
+    return [item for item in overrides if not item.startswith("resume=")]
+
+
+def gpus_per_node(accelerator: str, devices: Any) -> Any:
+    """hydra.launcher.gpus_per_node: `devices` GPUs for a job that trains on GPUs, none for a CPU job, which
+    sbatch would refuse on nodes without GPUs ("Invalid generic resource (gres) specification")."""
+    return None if str(accelerator) == "cpu" else devices
 
 
 def tracker_run_name() -> str | None:

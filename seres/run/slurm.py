@@ -8,18 +8,11 @@ requeued run continues from last.ckpt with `resume=true`, the project's one way 
 """
 
 import os
-from typing import Any
 
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, open_dict, read_write
 
 from seres.run.config_checks import ConfigError
-
-
-def gpus_per_node(accelerator: str, devices: Any) -> Any:
-    """hydra.launcher.gpus_per_node: `devices` GPUs for a job that trains on GPUs, none for a CPU job, which
-    sbatch would refuse on nodes without GPUs ("Invalid generic resource (gres) specification")."""
-    return None if str(accelerator) == "cpu" else devices
 
 
 def is_first_slurm_task() -> bool:

@@ -4,7 +4,7 @@ Hydra creates the run directory, its `.hydra/` files and `train.log` before trai
 starts, and rewrites `.hydra/` of a run being resumed. So a run's start is checked earlier, once, by a Hydra
 callback (`StartChecks`, enabled in conf/hydra/default.yaml): the settings (seres.run.config_checks), the
 `auto` settings resolved (seres.run.auto_settings), the dataset files already present, and a resume under the
-run's own settings. train.train takes the config as StartChecks leaves it.
+run's own settings. seres.run.training.train takes the config as StartChecks leaves it.
 """
 
 import copy
