@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -78,7 +78,7 @@ def check_run_files(cfg: DictConfig, run_dir: Path) -> None:
         require_same_network(cfg.continue_from, cfg)
 
 
-def exit_with(error: BaseException) -> None:
+def exit_with(error: BaseException) -> NoReturn:
     print(f"Error: {error}", file=sys.stderr)
     raise SystemExit(1)
 
