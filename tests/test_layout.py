@@ -62,7 +62,7 @@ def test_the_results_table_the_report_and_the_sweep_choice_read_runs_without_loa
 
 
 QUESTIONS = [
-    ("train.py", ["--help"], "Powered by Hydra"),
+    ("train.py", ["--help"], "train.py: train an SE-ResNet on CIFAR-10"),
     ("train.py", ["--cfg", "job", "experiment=fast"], "blocks:"),
     ("eval.py", ["--help"], "ckpt_path"),
     ("eval.py", ["--cfg", "job", "tta=true"], "tta: true"),
